@@ -85,9 +85,12 @@ class Heads(nn.Module):
 
     num_landmarks: int
     aux_tasks: Mapping[str, int]
+    learn_task_weights: bool = False  # adds params['heads']['log_lambda'] (A,), read by the loss
 
     @nn.compact
     def __call__(self, feat_BxF: jax.Array) -> dict[str, jax.Array]:
+        if self.learn_task_weights and self.aux_tasks:
+            self.param("log_lambda", nn.initializers.zeros, (len(self.aux_tasks),), jnp.float32)
         out = {"landmarks": nn.Dense(2 * self.num_landmarks, name="landmarks")(feat_BxF)
                .reshape((feat_BxF.shape[0], self.num_landmarks, 2))}
         for task, num_classes in self.aux_tasks.items():
@@ -103,10 +106,12 @@ class TCDCN(nn.Module):
     trunk: str = "eccv"
     activation: str = "abs_tanh"
     features: int | None = None
+    learn_task_weights: bool = False
 
     def setup(self):
         self.trunk_module = Trunk(self.trunk, self.activation, self.features, name="trunk")
-        self.heads = Heads(self.num_landmarks, dict(self.aux_tasks or {}), name="heads")
+        self.heads = Heads(self.num_landmarks, dict(self.aux_tasks or {}), self.learn_task_weights,
+                           name="heads")
 
     def features_of(self, img_BxSxSx1: jax.Array) -> jax.Array:
         return self.trunk_module(img_BxSxSx1)
@@ -116,7 +121,8 @@ class TCDCN(nn.Module):
 
 
 def make_model(num_landmarks: int, aux_tasks: Sequence[str] | Mapping[str, int], trunk: str,
-               activation: str, features: int | None = None) -> TCDCN:
+               activation: str, features: int | None = None,
+               learn_task_weights: bool = False) -> TCDCN:
     """Builds a TCDCN; `aux_tasks` names tasks of AUX_TASKS or maps any task name to its classes."""
     if not isinstance(aux_tasks, Mapping):
         unknown = [t for t in aux_tasks if t not in AUX_TASKS]
@@ -130,4 +136,5 @@ def make_model(num_landmarks: int, aux_tasks: Sequence[str] | Mapping[str, int],
     if num_landmarks < 1:
         raise ValueError(f"num_landmarks must be positive, got {num_landmarks}")
     return TCDCN(num_landmarks=num_landmarks, aux_tasks=dict(aux_tasks), trunk=trunk,
-                 activation=activation, features=features)
+                 activation=activation, features=features,
+                 learn_task_weights=learn_task_weights)
