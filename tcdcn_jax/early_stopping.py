@@ -9,9 +9,10 @@ of period j and E_val(t) the validation loss now, over the strip of the last k p
 
 `progress` is small while the training loss still falls steeply (the strip's mean sits well above its
 median) and large once it flattens; `gap` is large when validation loss runs away from the best training
-loss. A strip whose sum does not exceed k * median (flat, or falling no faster than linearly) has
-stalled by this measure: we clamp the denominator to a tiny positive share of k * median, so such a
-strip gives a large positive `progress` instead of a division by zero or a sign flip.
+loss. A flat strip (sum within a tiny share of k * median) gives a large positive `progress` instead of a
+division by zero. A strip whose sum is clearly below k * median (a fall that speeds up) would make the
+first term negative, and a negative gap times it positive; we read such a strip as full progress and
+clip the first term at 0, so that task does not stop.
 
 Only auxiliary tasks live here: the main task never stops. The training-loss sums of the running period
 are part of the state, so the train step accumulates them on device and a restart loses nothing.
@@ -79,8 +80,9 @@ def criterion(strip_AxK: jax.Array, best_train_A: jax.Array, val_loss_A: jax.Arr
     """Eq. 5's left-hand side per task (float32, (A,))."""
     k = strip_AxK.shape[-1]
     k_med = k * jnp.median(strip_AxK, axis=-1)
-    denom = jnp.maximum(jnp.sum(strip_AxK, axis=-1) - k_med, _TINY * jnp.abs(k_med) + 1e-12)
-    progress = k_med / denom
+    denom = jnp.sum(strip_AxK, axis=-1) - k_med
+    flat = jnp.abs(denom) <= _TINY * jnp.abs(k_med) + 1e-12
+    progress = jnp.where(flat, 1.0 / _TINY, jnp.maximum(k_med / jnp.where(flat, 1.0, denom), 0.0))
     gap = (val_loss_A - best_train_A) / (lambda_A * best_train_A + 1e-12)
     return progress * gap
 
@@ -90,7 +92,8 @@ def update(state: TaskStopState, val_loss_A: jax.Array, lambda_A: jax.Array, ste
     """Closes the running period: pushes its mean training loss, then applies Eq. 5.
 
     Returns the new state and the criterion values (for logging). Tasks are judged only once the strip
-    is full; a stopped task stays stopped, with its first stop step kept.
+    is full; a stopped task stays stopped, with its first stop step kept. A period with no training
+    steps leaves the state as it is (its mean would be a fake 0 loss).
     """
     steps = jnp.maximum(state.period_steps, 1).astype(jnp.float32)
     period_mean_A = state.period_sum_A / steps
@@ -107,5 +110,7 @@ def update(state: TaskStopState, val_loss_A: jax.Array, lambda_A: jax.Array, ste
         strip_AxK=strip, num_periods=num_periods, best_train_A=best, stopped_A=stopped,
         stopped_at_A=stopped_at, period_sum_A=jnp.zeros_like(state.period_sum_A),
         period_steps=jnp.zeros_like(state.period_steps))
-    return new, value_A
+    trained = state.period_steps > 0
+    new = jax.tree_util.tree_map(lambda n, o: jnp.where(trained, n, o), new, state)
+    return new, jnp.where(trained, value_A, 0.0)
 

@@ -18,8 +18,10 @@ LOG_LAMBDA = "log_lambda"  # name of the learned task-weight parameter inside pa
 def _weighted_mean(values_B: jax.Array, weight_B: jax.Array | None) -> jax.Array:
     if weight_B is None:
         return jnp.mean(values_B)
+    # Weights are per-face (0 for padding); an all-zero batch gives 0, not NaN.
     weight_B = weight_B.astype(values_B.dtype)
-    return jnp.sum(values_B * weight_B) / jnp.maximum(jnp.sum(weight_B), 1.0)
+    total = jnp.sum(weight_B)
+    return jnp.where(total > 0, jnp.sum(values_B * weight_B) / jnp.where(total > 0, total, 1.0), 0.0)
 
 
 def landmark_loss(pred_BxKx2: jax.Array, true_BxKx2: jax.Array,

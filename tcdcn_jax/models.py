@@ -65,6 +65,9 @@ class Trunk(nn.Module):
             raise ValueError(
                 f"{self.kind} trunk expects input of shape (B, {size}, {size}, 1), "
                 f"got {img_BxSxSx1.shape}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; "
+                             f"choose one of {sorted(ACTIVATIONS)}")
         act = ACTIVATIONS[self.activation]
         x = img_BxSxSx1
         for i, (filters, k) in enumerate(spec["layers"]):
