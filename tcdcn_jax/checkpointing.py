@@ -73,3 +73,38 @@ def load_pretrained(params: dict[str, Any], pretrained: dict[str, Any],
         return jax.numpy.asarray(other, dtype=own.dtype)
 
     return merge(dict(params), dict(pretrained), ())
+
+
+def read_config(workdir: str):
+    """The ConfigDict a run saved as workdir/config.json."""
+    import json
+
+    import ml_collections
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a tcdcn_jax workdir?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_model(workdir: str):
+    """(model, params, config) of a workdir's latest checkpoint, the model rebuilt from its config.
+
+    The landmark count and auxiliary heads are read off the params, so a fine-tuned or imported model
+    needs nothing else.
+    """
+    from tcdcn_jax import losses, models
+
+    config = read_config(workdir)
+    _, params = restore_params(workdir)
+    heads = params["heads"]
+    if "landmarks" not in heads:
+        raise ValueError(f"checkpoint in {workdir!r} has no landmark head")
+    num_landmarks = heads["landmarks"]["kernel"].shape[-1] // 2
+    aux = {name: h["kernel"].shape[-1] for name, h in heads.items()
+           if name not in ("landmarks", losses.LOG_LAMBDA)}
+    model = models.make_model(num_landmarks, aux, config.trunk, config.activation,
+                              config.get("features") or None,
+                              learn_task_weights=losses.LOG_LAMBDA in heads)
+    return model, params, config
