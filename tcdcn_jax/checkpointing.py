@@ -21,7 +21,12 @@ def manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
 
 
 def _as_tree(state: TrainState) -> dict[str, Any]:
-    return {f: getattr(state, f) for f in _FIELDS}
+    tree = {f: getattr(state, f) for f in _FIELDS}
+    if not np.size(state.task_stop.stopped_A):
+        # Orbax refuses zero-size arrays; a landmarks-only run has no task-stop state worth keeping
+        # (restore_latest then leaves the state's own, empty one in place).
+        tree.pop("task_stop")
+    return tree
 
 
 def save(mngr: ocp.CheckpointManager, state: TrainState, force: bool = False) -> None:

@@ -111,11 +111,19 @@ class Steps:
         return self._eval_cache[apply_fn](params, batch)
 
     def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """The global batch, split along 'data'. With several processes each one takes only its own
+        rows of the (identical, seed-determined) global batch and sends just those to its devices."""
         n = self.mesh.devices.size
-        first = next(iter(batch.values()))
-        if first.shape[0] % n:
-            raise ValueError(f"batch of {first.shape[0]} does not split over {n} devices")
-        return jax.device_put(dict(batch), self.batch_sharding)
+        size = next(iter(batch.values())).shape[0]
+        if size % n:
+            raise ValueError(f"batch of {size} does not split over {n} devices")
+        if jax.process_count() == 1:
+            return jax.device_put(dict(batch), self.batch_sharding)
+        per_process = size // jax.process_count()
+        rows = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+        return {k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v)[rows],
+                                                          v.shape)
+                for k, v in batch.items()}
 
     def put_state(self, state: TrainState) -> TrainState:
         return jax.device_put(state, self.replicated)

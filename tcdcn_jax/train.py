@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -17,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from tcdcn_jax import checkpointing, early_stopping, evaluation, losses, models, steps as steps_lib
+from tcdcn_jax import checkpointing, distributed, early_stopping, evaluation, losses, models
+from tcdcn_jax import steps as steps_lib
 from tcdcn_jax import train_state as ts
 from tcdcn_jax.data import augment, sources
 from tcdcn_jax.data.pipeline import BatchIterator
@@ -48,13 +51,47 @@ def _check_config(config, splits: sources.Splits, aux_tasks: tuple[str, ...]) ->
     early_stopping.check_hparams(config.es_strip, config.es_epsilon)
 
 
+# Fields that may change between a run and its resumption: they do not change what is trained.
+RESUMABLE_FIELDS = ("eval_every", "log_every", "checkpoint_every", "eval_batch_size", "data_dir")
+
+
+class ConfigMismatchError(ValueError):
+    """The workdir holds a run with another config."""
+
+
+def check_resumable(config, workdir: str, allow_config_change: bool = False) -> None:
+    """Refuses to continue a workdir's run under a different config (unless told to)."""
+    path = os.path.join(workdir, "config.json")
+    if allow_config_change or not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    new = json.loads(config.to_json())
+    diff = sorted(k for k in set(old) | set(new)
+                  if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k))
+    if diff:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise ConfigMismatchError(
+            f"{workdir} holds a run with a different config ({details}). Use another --workdir, or "
+            "pass --allow_config_change to resume it under the new config.")
+
+
 class _Logger:
     """metrics.jsonl, TensorBoard scalars and the progress line."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, start_step: int):
         from tensorboardX import SummaryWriter
 
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        if not distributed.is_primary():  # one writer per run; other processes log to the console
+            workdir = os.path.join(workdir, f"process_{jax.process_index()}")
+            os.makedirs(workdir, exist_ok=True)
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(path):  # drop records a killed run wrote after its last checkpoint
+            with open(path) as f:
+                kept = [l for l in f if l.strip() and json.loads(l)["step"] <= start_step]
+            with open(path, "w") as f:
+                f.writelines(kept)
+        self.jsonl = open(path, "a")
         self.tb = SummaryWriter(os.path.join(workdir, "tb"))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -83,8 +120,28 @@ def quiet_library_logs() -> None:
 def _fail_if_not_finite(step: int, values: dict[str, float]) -> None:
     bad = [name for name, v in values.items() if not math.isfinite(v)]
     if bad:
-        raise FloatingPointError(f"non-finite loss at step {step} in {bad}: {values}; "
+        raise FloatingPointError(f"non-finite loss at step {step} in {', '.join(bad)}: {values}; "
                                  "the last good checkpoint is kept")
+
+
+class _StopSignal:
+    """Turns SIGTERM into a flag the loop checks, so the run can checkpoint before it exits."""
+
+    def __init__(self):
+        self.received = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
 
 
 def build(config, splits: sources.Splits):
@@ -107,24 +164,26 @@ def build(config, splits: sources.Splits):
 
 
 def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = None,
-                       init_params=None) -> dict[str, Any]:
+                       init_params=None, allow_config_change: bool = False) -> dict[str, Any]:
     """Trains (resuming from workdir's latest checkpoint), evaluates on the test split, writes summary.json.
 
     `init_params`, when given, replaces the fresh params before training (transfer); a resumed run
-    ignores it, since its checkpoint already holds the trained params.
+    ignores it, since its checkpoint already holds the trained params. SIGTERM or Ctrl-C saves a
+    checkpoint, then ends the run with KeyboardInterrupt.
     """
     os.makedirs(workdir, exist_ok=True)
     quiet_library_logs()
+    check_resumable(config, workdir, allow_config_change)
     devices = jax.devices()
     logging.info("devices: %d x %s (%s)", len(devices), devices[0].device_kind, devices[0].platform)
     t_start = time.time()
     splits = splits or sources.load(config)
-    model, step_cfg, state = build(config, splits)
-    aux_tasks = step_cfg.aux_tasks
+    _, step_cfg, state = build(config, splits)
     if init_params is not None:
         state = state.replace(params=init_params, opt_state=state.tx.init(init_params))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
+    if distributed.is_primary():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json(indent=2))
 
     mngr = checkpointing.manager(workdir)
     restored = checkpointing.restore_latest(mngr, state)
@@ -132,82 +191,130 @@ def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = Non
         state = restored
         logging.info("resumed from step %d", int(state.step))
     runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
-    state = runner.put_state(state)
-    keys = ("image", "box", "landmarks", *aux_tasks)
-    batches = BatchIterator(splits.train, int(config.batch_size), int(config.seed))
-    es_update = jax.jit(early_stopping.update, static_argnames="epsilon")
-    epsilon = float(config.es_epsilon) if config.early_stopping else math.inf
-    lambda_fixed = jnp.asarray(step_cfg.task_lambdas, jnp.float32)
-    log = _Logger(workdir)
-    lm_sum, lm_count, t_log, step_log = jnp.zeros(()), 0, time.time(), int(state.step)
+    loop = _Loop(config, workdir, splits, step_cfg, runner, mngr, int(state.step))
+    with _StopSignal() as stop:
+        state = loop.run(runner.put_state(state), stop)
 
-    start = int(state.step)
-    for step in range(start, int(config.num_steps)):
-        batch = runner.put_batch(batches.batch_at(step))
-        state, m = runner.train(state, {k: batch[k] for k in keys})
-        lm_sum, lm_count = lm_sum + m["landmark_loss"], lm_count + 1
-        done = step + 1
-        if done % config.log_every == 0 or done == config.num_steps:
-            host = {k: float(v) for k, v in jax.device_get(m).items() if np.ndim(v) == 0}
-            if aux_tasks:
-                host.update({f"train_{t}": float(v) for t, v in
-                             zip(aux_tasks, jax.device_get(m["task_losses_A"]))})
-            _fail_if_not_finite(done, host)
-            log.scalars(done, {f"train/{k}": v for k, v in host.items()})
-            rate = (done - step_log) / max(time.time() - t_log, 1e-9)
-            t_log, step_log = time.time(), done
-            on = [t for t, s in zip(aux_tasks, jax.device_get(state.task_stop.stopped_A)) if not s]
-            logging.info("step %d/%d loss %.5f landmarks %.5f %s| %.1f steps/s | tasks on: %s",
-                         done, config.num_steps, host["loss"], host["landmark_loss"],
-                         "".join(f"{t} {host['train_' + t]:.3f} " for t in aux_tasks), rate,
-                         ",".join(on) or "-")
-        if done % config.eval_every == 0 or done == config.num_steps:
-            period_train = jax.device_get(state.task_stop.period_sum_A /
-                                          jnp.maximum(state.task_stop.period_steps, 1))
-            pred = evaluation.predict(runner, state.params, state.apply_fn, splits.validation,
-                                      int(config.eval_batch_size), keys)
-            val = evaluation.summarise(pred, splits.validation, aux_tasks)
-            crit = np.zeros(len(aux_tasks))
-            if aux_tasks:
-                val_A = jnp.asarray([val["loss"][t] for t in aux_tasks], jnp.float32)
-                lam_A = losses.task_lambdas(state.params, lambda_fixed)
-                task_stop, crit = es_update(state.task_stop, val_A, lam_A, state.step,
-                                            epsilon=epsilon)
-                state = state.replace(task_stop=task_stop)
-            stopped = jax.device_get(state.task_stop.stopped_A)
-            record = {
-                "step": done,
-                "train_loss": {"landmarks": float(lm_sum) / max(lm_count, 1),
-                               **{t: float(v) for t, v in zip(aux_tasks, period_train)}},
-                "val_loss": val["loss"], "val_nme": val["nme"],
-                "val_failure_rate": val["failure_rate"], "val_accuracy": val["accuracy"],
-                "tasks_on": [t for t, s in zip(aux_tasks, stopped) if not s],
-                "criterion": {t: float(c) for t, c in zip(aux_tasks, jax.device_get(crit))},
-            }
-            lm_sum, lm_count = jnp.zeros(()), 0
-            log.record(record)
-            log.scalars(done, {"val/nme": val["nme"], **{f"val/loss_{k}": v for k, v in
-                                                         val["loss"].items()}})
-            logging.info("eval step %d: val NME %.4f failure %.3f losses %s", done, val["nme"],
-                         val["failure_rate"], {k: round(v, 4) for k, v in val["loss"].items()})
-        if done % config.checkpoint_every == 0 or done == config.num_steps:
-            checkpointing.save(mngr, state)
-    log.close()
-
-    pred = evaluation.predict(runner, state.params, state.apply_fn, splits.test,
-                              int(config.eval_batch_size), keys)
-    test = evaluation.summarise(pred, splits.test, aux_tasks, sources.mean_shape(splits.train))
-    stopped_at = jax.device_get(state.task_stop.stopped_at_A)
     summary = {
         "steps": int(state.step),
         "seconds": round(time.time() - t_start, 1),
         "devices": f"{len(devices)} x {devices[0].device_kind}",
-        "test": test,
-        "task_stopped_at": {t: (int(s) if s >= 0 else None) for t, s in zip(aux_tasks, stopped_at)},
+        "test": loop.test(state),
+        "task_stopped_at": {t: (int(s) if s >= 0 else None) for t, s in
+                            zip(step_cfg.aux_tasks, jax.device_get(state.task_stop.stopped_at_A))},
     }
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    for name, dataset in splits.extra_tests.items():
+        summary["test"][name] = loop.test(state, dataset)
+    if distributed.is_primary():
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    test = summary["test"]
     logging.info("test NME %.4f (mean shape %.4f), failure rate %.3f; tasks stopped at %s",
                  test["nme"], test["mean_shape_nme"], test["failure_rate"],
                  summary["task_stopped_at"])
     return summary
+
+
+class _Loop:
+    """The steps between start and config.num_steps: train, log, evaluate + early stopping, save."""
+
+    def __init__(self, config, workdir, splits, step_cfg, runner, mngr, start_step):
+        self.config, self.splits, self.cfg, self.runner, self.mngr = (
+            config, splits, step_cfg, runner, mngr)
+        self.aux = step_cfg.aux_tasks
+        self.keys = ("image", "box", "landmarks", *self.aux)
+        self.start = start_step
+        self.log = _Logger(workdir, start_step)
+        self.es_update = jax.jit(early_stopping.update, static_argnames="epsilon")
+        self.epsilon = float(config.es_epsilon) if config.early_stopping else math.inf
+        self.lambda_fixed = jnp.asarray(step_cfg.task_lambdas, jnp.float32)
+        self.lm_sum, self.lm_count = jnp.zeros(()), 0  # main-task training loss of the period
+        self.t_log, self.step_log = time.time(), start_step
+
+    def run(self, state, stop: _StopSignal):
+        c = self.config
+        batches = BatchIterator(self.splits.train, int(c.batch_size), int(c.seed))
+        try:
+            for step in range(self.start, int(c.num_steps)):
+                batch = self.runner.put_batch(
+                    {k: v for k, v in batches.batch_at(step).items() if k in self.keys})
+                state, m = self.runner.train(state, batch)
+                self.lm_sum, self.lm_count = self.lm_sum + m["landmark_loss"], self.lm_count + 1
+                done = step + 1
+                last = done == c.num_steps
+                if done % c.log_every == 0 or last:
+                    self._log_progress(done, state, m)
+                if done % c.eval_every == 0 or last:
+                    state = self._evaluate(done, state)
+                if done % c.checkpoint_every == 0 or last:
+                    self._save(done, state, m)
+                if stop.received:
+                    raise KeyboardInterrupt(f"SIGTERM at step {done}")
+        except KeyboardInterrupt:
+            if int(state.step) > self.start:
+                logging.warning("interrupted: saving a checkpoint at step %d", int(state.step))
+                self._save(int(state.step), state, m)
+            raise
+        finally:
+            self.log.close()
+        return state
+
+    def _host_losses(self, m) -> dict[str, float]:
+        host = {k: float(v) for k, v in jax.device_get(m).items() if np.ndim(v) == 0}
+        if self.aux:
+            host.update({f"train_{t}": float(v) for t, v in
+                         zip(self.aux, jax.device_get(m["task_losses_A"]))})
+        return host
+
+    def _save(self, done: int, state, m) -> None:
+        # A bad state never replaces the last good checkpoint.
+        _fail_if_not_finite(done, self._host_losses(m))
+        checkpointing.save(self.mngr, state)
+
+    def _log_progress(self, done: int, state, m) -> None:
+        host = self._host_losses(m)
+        _fail_if_not_finite(done, host)
+        self.log.scalars(done, {f"train/{k}": v for k, v in host.items()})
+        rate = (done - self.step_log) / max(time.time() - self.t_log, 1e-9)
+        self.t_log, self.step_log = time.time(), done
+        on = [t for t, s in zip(self.aux, jax.device_get(state.task_stop.stopped_A)) if not s]
+        logging.info("step %d/%d loss %.5f landmarks %.5f %s| %.1f steps/s | tasks on: %s",
+                     done, self.config.num_steps, host["loss"], host["landmark_loss"],
+                     "".join(f"{t} {host['train_' + t]:.3f} " for t in self.aux), rate,
+                     ",".join(on) or "-")
+
+    def _evaluate(self, done: int, state):
+        """Validation pass; its auxiliary losses feed Eq. 5; one metrics.jsonl record."""
+        ts_ = state.task_stop
+        period_train = jax.device_get(ts_.period_sum_A / jnp.maximum(ts_.period_steps, 1))
+        pred = evaluation.predict(self.runner, state.params, state.apply_fn, self.splits.validation,
+                                  int(self.config.eval_batch_size), self.keys)
+        val = evaluation.summarise(pred, self.splits.validation, self.aux)
+        crit = np.zeros(len(self.aux))
+        if self.aux:
+            val_A = jnp.asarray([val["loss"][t] for t in self.aux], jnp.float32)
+            lam_A = losses.task_lambdas(state.params, self.lambda_fixed)
+            task_stop, crit = self.es_update(ts_, val_A, lam_A, state.step, epsilon=self.epsilon)
+            state = state.replace(task_stop=task_stop)
+        stopped = jax.device_get(state.task_stop.stopped_A)
+        self.log.record({
+            "step": done,
+            "train_loss": {"landmarks": float(self.lm_sum) / max(self.lm_count, 1),
+                           **{t: float(v) for t, v in zip(self.aux, period_train)}},
+            "val_loss": val["loss"], "val_nme": val["nme"],
+            "val_failure_rate": val["failure_rate"], "val_accuracy": val["accuracy"],
+            "tasks_on": [t for t, s in zip(self.aux, stopped) if not s],
+            "criterion": {t: float(c) for t, c in zip(self.aux, jax.device_get(crit))},
+        })
+        self.lm_sum, self.lm_count = jnp.zeros(()), 0
+        self.log.scalars(done, {"val/nme": val["nme"],
+                                **{f"val/loss_{k}": v for k, v in val["loss"].items()}})
+        logging.info("eval step %d: val NME %.4f failure %.3f losses %s", done, val["nme"],
+                     val["failure_rate"], {k: round(v, 4) for k, v in val["loss"].items()})
+        return state
+
+    def test(self, state, dataset=None) -> dict[str, Any]:
+        dataset = dataset if dataset is not None else self.splits.test
+        pred = evaluation.predict(self.runner, state.params, state.apply_fn, dataset,
+                                  int(self.config.eval_batch_size), self.keys)
+        return evaluation.summarise(pred, dataset, self.aux, sources.mean_shape(self.splits.train))

@@ -44,7 +44,27 @@ def _synthetic(config) -> Splits:
     return Splits(out["train"], out["validation"], out["test"], num_landmarks=k)
 
 
-_SOURCES = {"synthetic": _synthetic}
+def _real(module: str, function: str = "load"):
+    """A real-dataset loader, imported on first use (TFDS only loads when a real source is picked)."""
+
+    def load_real(config) -> Splits:
+        import importlib
+
+        return getattr(importlib.import_module(f"tcdcn_jax.data.{module}"), function)(config)
+
+    return load_real
+
+
+# Real datasets: config.data_dir is the dataset folder in its published layout (docs/real_datasets.md).
+_SOURCES = {
+    "synthetic": _synthetic,
+    "mtfl": _real("mtfl"),
+    "celeba": _real("celeba", "load_celeba"),
+    "mafl": _real("celeba", "load_mafl"),
+    "aflw": _real("aflw"),
+    "300w": _real("ibug300w"),
+    "wflw": _real("wflw"),
+}
 
 
 def load(config) -> Splits:
