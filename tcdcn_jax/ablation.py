@@ -98,13 +98,14 @@ def _check_same_config(path: str, config: ml_collections.ConfigDict) -> None:
 
 def run_variants(config: ml_collections.ConfigDict, workdir: str, variants: Sequence[str],
                  seeds: Sequence[int], quick: bool = False, splits: sources.Splits | None = None,
-                 train_fn: Callable[..., dict] = train.train_and_evaluate
-                 ) -> dict[str, dict[int, dict]]:
+                 train_fn: Callable[..., dict] | None = None) -> dict[str, dict[int, dict]]:
     """Trains every (variant, seed) on one copy of the data; returns {variant: {seed: summary}}.
 
     A run with a summary.json is kept as it is; a half-done one resumes from its checkpoint.
+    `train_fn` defaults to train.train_and_evaluate(config, workdir, splits).
     """
     check_variants(variants, seeds)
+    train_fn = train_fn or train.train_and_evaluate
     splits = splits or sources.load(run_config(config, variants[0], seeds[0], quick))
     results: dict[str, dict[int, dict]] = {}
     for variant in variants:
@@ -291,7 +292,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     for v, s in summary.items():
         if s["accuracy"]:
             acc = ", ".join(f"{t} {a['mean']:.3f}" for t, a in s["accuracy"].items())
-            stops = "; ".join(f"{t} {['-' if x is None else x for x in st]}"
+            stops = "; ".join(f"{t} " + ", ".join("-" if x is None else str(x) for x in st)
                               for t, st in s["task_stopped_at"].items())
             lines.append(f"| {v} | {acc} | {stops} |")
     for v, r in report["relatedness"].items():

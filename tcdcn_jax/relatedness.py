@@ -20,8 +20,8 @@ from tcdcn_jax.layouts import get_layout
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "pose": ("-60", "-30", "0", "+30", "+60"),
     "gender": ("F", "M"),
-    "smile": ("NS", "S"),
     "glasses": ("NG", "G"),
+    "smile": ("NS", "S"),
 }
 
 
@@ -74,6 +74,8 @@ def head_correlations(params: Mapping[str, Any], tasks: Sequence[str] | None = N
     lm_Fx2K = np.asarray(heads["landmarks"]["kernel"])
     available = [t for t, h in heads.items() if t != "landmarks" and isinstance(h, Mapping)
                  and "kernel" in h]
+    order = list(CLASS_NAMES)  # pose, gender, glasses, smile, then any other task
+    available.sort(key=lambda t: (order.index(t) if t in order else len(order), t))
     tasks = list(available if tasks is None else tasks)
     missing = [t for t in tasks if t not in available]
     if missing:

@@ -6,7 +6,6 @@ import pathlib
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tcdcn_jax.data import boxes, mtfl, sources, tfds_common
 from tcdcn_jax.data.image_io import DataError
@@ -129,13 +128,14 @@ def test_missing_folder_and_unknown_dataset_are_clear(tmp_path):
         sources.load(fx.config("mtfl", tmp_path / "empty"))
 
 
-def test_pretrain_flagfile_runs_a_few_steps(root, tmp_path):
+def test_pretrain_flagfile_runs_a_few_steps(root, tmp_path, monkeypatch):
     from absl import flags
     from ml_collections import config_flags
 
     from tcdcn_jax import train
 
     fx.write_mtfl(root, n_train=12, n_test=4)
+    monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[1])  # flagfile paths are repo-relative
     # The command line `python -m experiments.pretrain` parses, with its flag definitions.
     argv = ["pretrain", "--flagfile=experiments/flagfiles/pretrain_mtfl.flags",
             f"--config.data_dir={root}", "--config.num_val=4", "--config.num_steps=2",

@@ -12,12 +12,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
 from experiments.configs.pretrain import get_config
 from tcdcn_jax import checkpointing, detect, export, models, official, predict
-from tcdcn_jax import train_state as ts
 from tcdcn_jax.data import augment
 
 TASKS = ("pose", "gender")
@@ -41,13 +41,24 @@ def official_example() -> tuple[Path, tuple[float, ...], np.ndarray]:
 
 
 def make_workdir(path: Path, trunk: str = "eccv", seed: int = 0) -> Path:
-    """A tiny workdir as training leaves it: config.json + an orbax TrainState checkpoint."""
+    """A tiny workdir as training leaves it: config.json + an orbax checkpoint {step, params, rng}.
+
+    Params are drawn in numpy on the model's eval_shape (no init compile: it costs seconds here).
+    """
     config = get_config()
     config.trunk, config.aux_tasks, config.seed = trunk, ",".join(TASKS), seed
     model = models.make_model(5, TASKS, trunk, config.activation)
-    tx = ts.make_optimizer("adam", 1e-3, 10)
-    state = ts.create(model, tx, jax.random.PRNGKey(seed), models.input_size(trunk), TASKS, 2)
-    checkpointing.save(checkpointing.manager(str(path)), state)
+    size = models.input_size(trunk)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, size, size, 1), jnp.float32))["params"]
+    rng = np.random.default_rng(seed)
+    params = jax.tree_util.tree_map(
+        lambda s: rng.normal(0, 1 / np.sqrt(max(1, np.prod(s.shape[:-1]))), s.shape)
+        .astype(np.float32), shapes)
+    mngr = checkpointing.manager(str(path))
+    mngr.save(3, args=ocp.args.StandardSave({"step": np.int32(3), "params": params,
+                                             "rng": np.zeros(2, np.uint32)}))
+    mngr.wait_until_finished()
     (path / "config.json").write_text(config.to_json())
     return path
 

@@ -188,17 +188,22 @@ class TcdcnMafl(_CelebABase):
     SPLITS = ("train", "test")
 
     def split_names(self, root: pathlib.Path) -> dict[str, list[tuple[str, str]]]:
-        out = {}
-        for split, rel in MAFL_FILES.items():
-            path = root / rel
-            names = []
-            for line, text in read_lines(path):
-                fields = text.split()
-                if len(fields) != 1:
-                    raise DataError(f"{where(path, line)}: expected one image name, got {text!r}")
-                names.append((fields[0], where(path, line)))
-            out[split] = names
-        return out
+        return mafl_split_names(root)
+
+
+def mafl_split_names(root: pathlib.Path) -> dict[str, list[tuple[str, str]]]:
+    """MAFL's lists (root/MAFL/training.txt, testing.txt): split -> [(image name, 'file:line')]."""
+    out = {}
+    for split, rel in MAFL_FILES.items():
+        path = root / rel
+        names = []
+        for line, text in read_lines(path):
+            fields = text.split()
+            if len(fields) != 1:
+                raise DataError(f"{where(path, line)}: expected one image name, got {text!r}")
+            names.append((fields[0], where(path, line)))
+        out[split] = names
+    return out
 
 
 def _options(config) -> dict[str, str]:

@@ -78,7 +78,6 @@ class TcdcnWflw(FaceBuilder):
 def load(config):
     """sources.Splits: train minus config.num_val held-out faces; test; extra_tests full + the six
     attribute subsets of test."""
-    from tcdcn_jax.data.pipeline import ArrayDataset
     from tcdcn_jax.data.tfds_common import load_source, prepare, read_split
 
     splits = load_source(TcdcnWflw, config, train="train", test="test")
