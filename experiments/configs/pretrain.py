@@ -20,6 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_val = 2000
     c.num_test = 2000
     c.image_size = 96               # synthetic photo side, pixels
+    c.skip_bad_rows = False         # real data: skip (and count) bad annotation rows instead of failing
+    c.celeba_images = "auto"        # celeba/mafl: 'auto', 'aligned' or 'wild' image set
     c.num_landmarks = 5
     # Model.
     c.trunk = "eccv"                # eccv (40x40, locally connected) | report (60x60, shared convs)

@@ -88,7 +88,7 @@ def read_table(path: pathlib.Path, num_values: int, header: bool = True
     return names, rows
 
 
-class _CelebABase(FaceBuilder):
+class _CelebABase(FaceBuilder, skip_registration=True):
     NUM_POINTS = 5
     LABELS = ("gender", "smile", "glasses")
     EXTRA = {"attributes": ((NUM_ATTRIBUTES,), np.int8)}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import pathlib
@@ -39,6 +40,7 @@ DEFAULT_TFDS_DIR = "~/.cache/tcdcn_jax/tfds"
 # points of faces cut by the photo edge a little beyond it. Farther out is an annotation error.
 OUT_OF_IMAGE_TOLERANCE = 0.25
 _READ_CHUNK = 2048
+_DECODE_CHUNK = 256
 
 
 @dataclasses.dataclass
@@ -96,7 +98,7 @@ def parse_code(token: str, allowed: Mapping[str, int], where: str, what: str) ->
     return allowed[token]
 
 
-class FaceBuilder(tfds.core.GeneratorBasedBuilder):
+class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the real-dataset builders: subclasses set NUM_POINTS, LABELS, EXTRA, SPLITS, list_faces."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -150,7 +152,7 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder):
         skipped = kept = 0
         workers = min(8, os.cpu_count() or 1)
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            for result in pool.map(self._example_or_error, items):
+            for result in self._in_order(pool, items):
                 if isinstance(result, DataError):
                     if not self.skip_bad:
                         raise result
@@ -163,6 +165,12 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder):
             logging.warning("%s %s: skipped %d bad rows, kept %d", self.name, split, skipped, kept)
         if not kept:
             raise DataError(f"{self.name}: split {split!r} has no usable faces")
+
+    def _in_order(self, pool: concurrent.futures.Executor, items: Iterable[Item]) -> Iterator:
+        """Examples in input order, decoded a chunk at a time (bounded memory for 200k-face sets)."""
+        items = iter(items)
+        while chunk := list(itertools.islice(items, _DECODE_CHUNK)):
+            yield from pool.map(self._example_or_error, chunk)
 
     def _example_or_error(self, item: Item) -> dict | DataError:
         if isinstance(item, DataError):
@@ -239,7 +247,8 @@ def prepare(builder_cls: type[FaceBuilder], manual_dir: str | os.PathLike, skip_
         raise ValueError(f"dataset folder {root} does not exist")
     options = dict(options or {})
     if data_dir is None:
-        data_dir = tfds_dir() / f"{builder_cls.__name__.lower()}-{_fingerprint(builder_cls, root, skip_bad, options)}"
+        key = _fingerprint(builder_cls, root, skip_bad, options)
+        data_dir = tfds_dir() / f"{builder_cls.__name__.lower()}-{key}"
     builder = builder_cls(skip_bad=skip_bad, options=options, data_dir=os.fspath(data_dir),
                           file_format="array_record")
     config = tfds.download.DownloadConfig(manual_dir=os.fspath(root), try_download_gcs=False)
