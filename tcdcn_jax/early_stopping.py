@@ -88,15 +88,18 @@ def criterion(strip_AxK: jax.Array, best_train_A: jax.Array, val_loss_A: jax.Arr
 
 
 def update(state: TaskStopState, val_loss_A: jax.Array, lambda_A: jax.Array, step: jax.Array,
-           epsilon: float) -> tuple[TaskStopState, jax.Array]:
-    """Closes the running period: pushes its mean training loss, then applies Eq. 5.
+           epsilon: float, train_loss_A: jax.Array | None = None) -> tuple[TaskStopState, jax.Array]:
+    """Closes the running period: pushes its training loss E_tr, then applies Eq. 5.
 
-    Returns the new state and the criterion values (for logging). Tasks are judged only once the strip
-    is full; a stopped task stays stopped, with its first stop step kept. A period with no training
-    steps leaves the state as it is (its mean would be a fake 0 loss).
+    E_tr is `train_loss_A` when given (e.g. measured on un-augmented training faces, like the
+    validation loss), else the mean of the period's mini-batch losses. Returns the new state and the
+    criterion values (for logging). Tasks are judged only once the strip is full; a stopped task stays
+    stopped, with its first stop step kept. A period with no training steps leaves the state as it is.
     """
     steps = jnp.maximum(state.period_steps, 1).astype(jnp.float32)
     period_mean_A = state.period_sum_A / steps
+    if train_loss_A is not None:
+        period_mean_A = jnp.asarray(train_loss_A, jnp.float32)
     strip = jnp.concatenate([state.strip_AxK[:, 1:], period_mean_A[:, None]], axis=1)
     best = jnp.minimum(state.best_train_A, period_mean_A)
     num_periods = state.num_periods + 1

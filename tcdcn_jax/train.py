@@ -229,6 +229,13 @@ class _Loop:
         self.epsilon = float(config.es_epsilon) if config.early_stopping else math.inf
         self.lambda_fixed = jnp.asarray(step_cfg.task_lambdas, jnp.float32)
         self.lm_sum, self.lm_count = jnp.zeros(()), 0  # main-task training loss of the period
+        self.train_probe = None
+        if config.get("es_train_loss", "running") == "probe":
+            n = min(len(splits.train), len(splits.validation))
+            self.train_probe = splits.train.subset(np.arange(n))
+        elif config.get("es_train_loss", "running") != "running":
+            raise ValueError(f"config.es_train_loss must be 'probe' or 'running', "
+                             f"got {config.es_train_loss!r}")
         self.t_log, self.step_log = time.time(), start_step
 
     def run(self, state, stop: _StopSignal):
@@ -292,9 +299,17 @@ class _Loop:
         val = evaluation.summarise(pred, self.splits.validation, self.aux)
         crit = np.zeros(len(self.aux))
         if self.aux:
+            if self.train_probe is not None:  # E_tr measured like E_val: same size, no augmentation
+                probe = evaluation.predict(self.runner, state.params, state.apply_fn,
+                                           self.train_probe, int(self.config.eval_batch_size),
+                                           self.keys)
+                period_train = np.asarray([np.mean(probe[f"loss/{t}"]) for t in self.aux])
             val_A = jnp.asarray([val["loss"][t] for t in self.aux], jnp.float32)
             lam_A = losses.task_lambdas(state.params, self.lambda_fixed)
-            task_stop, crit = self.es_update(ts_, val_A, lam_A, state.step, epsilon=self.epsilon)
+            task_stop, crit = self.es_update(
+                ts_, val_A, lam_A, state.step, epsilon=self.epsilon,
+                train_loss_A=(None if self.train_probe is None
+                              else jnp.asarray(period_train, jnp.float32)))
             state = state.replace(task_stop=task_stop)
         stopped = jax.device_get(state.task_stop.stopped_A)
         self.log.record({

@@ -184,3 +184,12 @@ def test_bad_config_fails_clearly(splits, tmp_path):
         train.build(tiny_config(es_strip=1), splits)
     with pytest.raises(ValueError, match="batch_size"):
         train.build(tiny_config(batch_size=0), splits)
+
+
+def test_a_landmarks_only_run_saves_and_resumes(splits, tmp_path):
+    """No auxiliary task: the empty task-stop state stays out of the checkpoint and comes back."""
+    config = tiny_config(aux_tasks="", num_steps=4)
+    train.train_and_evaluate(config, str(tmp_path), splits)
+    summary = train.train_and_evaluate(tiny_config(aux_tasks="", num_steps=6), str(tmp_path), splits,
+                                       allow_config_change=True)
+    assert summary["steps"] == 6 and summary["task_stopped_at"] == {}
