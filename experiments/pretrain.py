@@ -5,6 +5,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.common import parse_flags
 from tcdcn_jax import distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

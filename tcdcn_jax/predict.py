@@ -102,16 +102,21 @@ def to_grey(arr: np.ndarray) -> np.ndarray:
 
 def check_box(box: BoxLike, image_shape: Sequence[int]) -> np.ndarray:
     """(4,) float32 box; ValueError unless finite, of positive size and overlapping the image."""
-    box_4 = np.asarray(box, np.float64).ravel()
-    if box_4.shape != (4,) or not np.all(np.isfinite(box_4)):
+    try:
+        box_4 = np.asarray(box, np.float64).ravel()
+    except (TypeError, ValueError):  # not numbers (text, None, nested, complex): the message below
+        box_4 = np.empty(0)
+    with np.errstate(over="ignore"):
+        box_f32 = box_4.astype(np.float32)  # what is returned: must be finite in float32 too
+    if box_4.shape != (4,) or not np.all(np.isfinite(box_f32)):
         raise ValueError(f"box must be 4 finite numbers (left, top, width, height), got {box!r}")
-    left, top, width, height = box_4
+    left, top, width, height = box_f32.astype(np.float64)  # judge the values returned
     if width < 1 or height < 1:
         raise ValueError(f"box {tuple(box_4)} has width or height below 1 px")
     img_h, img_w = image_shape[:2]
     if left >= img_w or top >= img_h or left + width <= 0 or top + height <= 0:
         raise ValueError(f"box {tuple(box_4)} lies outside the {img_w}x{img_h} image")
-    return box_4.astype(np.float32)
+    return box_f32
 
 
 def _bucket(n: int, cap: int) -> int:

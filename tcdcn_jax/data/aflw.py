@@ -90,6 +90,8 @@ def list_faces(root: pathlib.Path) -> list[Item]:
             lacking += 1
             continue
         try:
+            if not isinstance(filepath, str):
+                raise DataError(f"{at}: FaceImages.filepath must be text, got {filepath!r}")
             xy = parse_floats([str(v) for i in ids for v in points[i]], at, "a coordinate").reshape(5, 2)
             yaw = yaws.get(face_id)
             yaw = None if yaw is None else float(parse_floats([str(yaw)], at, "yaw")[0])
@@ -130,9 +132,11 @@ def _yaw_sign(rows: list[tuple], swap: bool) -> float:
         return 1.0
     xy = np.stack([r[3][[1, 0, 2, 4, 3]] if swap else r[3] for r in rows])
     yaw = np.array([r[4] for r in rows])
-    iod = np.maximum(np.abs(xy[:, 1, 0] - xy[:, 0, 0]), 1e-6)
-    offset = (xy[:, 2, 0] - (xy[:, 0, 0] + xy[:, 1, 0]) / 2) / iod
-    sign = 1.0 if float(np.sum((yaw - yaw.mean()) * (offset - offset.mean()))) >= 0 else -1.0
+    with np.errstate(all="ignore"):  # absurdly large (garbage) values may overflow to inf / NaN
+        iod = np.maximum(np.abs(xy[:, 1, 0] - xy[:, 0, 0]), 1e-6)
+        offset = (xy[:, 2, 0] - (xy[:, 0, 0] + xy[:, 1, 0]) / 2) / iod
+        total = float(np.sum((yaw - yaw.mean()) * (offset - offset.mean())))
+    sign = -1.0 if total < 0 else 1.0  # NaN (overflowed) keeps our sign
     if sign < 0:
         logging.info("AFLW: yaw grows as the nose moves image-left: flipping yaw's sign")
     return sign

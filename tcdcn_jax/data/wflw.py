@@ -41,10 +41,13 @@ def parse_line(text: str, root: pathlib.Path, ann: pathlib.Path, line: int) -> F
     attrs = fields[2 * NUM_POINTS + 4:-1]
     if any(a not in ("0", "1") for a in attrs):
         raise DataError(f"{at}: attributes must be 0 or 1, got {attrs}")
+    with np.errstate(over="ignore"):
+        box = np.array([rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]])
+    if not np.all(np.isfinite(box)):
+        raise DataError(f"{at}: rect {rect.tolist()} is too large (its size overflows)")
     rel = fields[-1].replace("\\", "/")
     return Face(image_path=str(root / "WFLW_images" / rel), file=rel, landmarks=xy, where=at,
-                extra={"attributes": np.array([int(a) for a in attrs], np.int8)},
-                source_box=np.array([rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]]))
+                extra={"attributes": np.array([int(a) for a in attrs], np.int8)}, source_box=box)
 
 
 def list_split(root: pathlib.Path, split: str) -> list[Item]:
