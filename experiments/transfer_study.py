@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tcdcn_jax import train, transfer
+from tcdcn_jax import checkpointing, train, transfer
 from tcdcn_jax.data import sources
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -176,7 +176,8 @@ def run_study(study, workdir: str) -> dict[str, Any]:
     pretrained = run_pretrains(study, workdir)
     run_finetunes(study, workdir, pretrained)
     results = collect(workdir, seeds_of(study))
-    p, ft = study.pretrain, study.finetune
+    # The pretrain that actually ran (a given workdir may differ from study.pretrain).
+    p, ft = checkpointing.read_config(pretrained["multitask"]), study.finetune
     settings = (f"Pretrain: {p.trunk} trunk ({p.activation}), {p.num_train} faces (data_seed "
                 f"{p.data_seed}), {p.num_steps} steps x batch {p.batch_size}. Fine-tune: 68 points, "
                 f"{ft.num_train} new faces (data_seed {ft.data_seed}), {ft.num_steps} steps x batch "

@@ -28,7 +28,7 @@ so nothing can be shared: `averaged_landmarks` falls back to one full pass per w
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp

@@ -2,8 +2,8 @@
 
 - `import_official(model.mat, out)` writes out/config.json (a pretrain config for the report trunk,
   68 points, no auxiliary tasks, `preprocessing='official'`, `input_gain`) and an orbax checkpoint
-  of the train-state fields step, params and rng holding the authors' weights, so `checkpointing.load_model` and
-  `Predictor.from_checkpoint` read it like any run of ours.
+  of the train-state fields step, params and rng holding the authors' weights, so
+  `checkpointing.load_model` and `Predictor.from_checkpoint` read it like any run of ours.
 - `export_model(predictor, path)` serialises the network (`jax.export`, StableHLO with the weights as
   constants) for the fixed S x S input and a symbolic batch: img_BxSxSx1 float32 (preprocessed as
   `Predictor.preprocess` does) -> {'landmarks': lm_BxKx2 box-normalised, task: probs_BxC}. A JSON

@@ -119,6 +119,7 @@ def finetune(config, workdir: str, splits: sources.Splits | None = None,
         res = evaluate_averaged(workdir, splits.test, offsets, int(config.eval_batch_size))
         summary["slices"] = res["single"]["slices"]
         summary["averaged"] = {k: v for k, v in res.items() if k != "single"}
+        summary["averaged"]["single_nme"] = res["single"]["nme"]  # must equal test.nme
         logging.info("test NME single %.4f, averaged over %d translations %.4f",
                      res["single"]["nme"], len(offsets), res["averaged"]["nme"])
     else:

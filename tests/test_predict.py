@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from PIL import Image
 
 from experiments.configs.pretrain import get_config
 from tcdcn_jax import checkpointing, detect, export, models, official, predict
@@ -179,7 +178,8 @@ def test_bad_input_is_refused_clearly(tmp_path, predictor, workdir):
             predictor.predict(_noise(50, 50), [box])
     report_model = models.make_model(5, TASKS, "report", "abs_tanh")
     _, params, _ = checkpointing.load_model(str(workdir))
-    with pytest.raises(ValueError, match=r"does not fit a report TCDCN: param .* has shape .* the model needs"):
+    with pytest.raises(ValueError,
+                       match=r"does not fit a report TCDCN: param .* has shape .* the model needs"):
         predict.Predictor(report_model, params)
 
 
