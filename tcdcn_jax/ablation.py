@@ -83,19 +83,6 @@ def enable_compile_cache(path: str) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def _check_same_config(path: str, config: ml_collections.ConfigDict) -> None:
-    saved_path = os.path.join(path, "config.json")
-    if not os.path.exists(saved_path):
-        return
-    with open(saved_path) as f:
-        saved = json.load(f)
-    want = json.loads(config.to_json())
-    if saved != want:
-        diff = sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))
-        raise ValueError(f"{path} holds a run of another config (differs in {diff}); resume with the "
-                         "same flags or use a new --workdir")
-
-
 def run_variants(config: ml_collections.ConfigDict, workdir: str, variants: Sequence[str],
                  seeds: Sequence[int], quick: bool = False, splits: sources.Splits | None = None,
                  train_fn: Callable[..., dict] | None = None) -> dict[str, dict[int, dict]]:
@@ -111,7 +98,7 @@ def run_variants(config: ml_collections.ConfigDict, workdir: str, variants: Sequ
     for variant in variants:
         for seed in seeds:
             c, path = run_config(config, variant, seed, quick), run_dir(workdir, variant, seed)
-            _check_same_config(path, c)
+            train.check_resumable(c, path)  # before skipping: a kept run must match too
             summary_path = os.path.join(path, "summary.json")
             if os.path.exists(summary_path):
                 with open(summary_path) as f:
@@ -273,8 +260,9 @@ def markdown(report: Mapping[str, Any]) -> str:
               "landmarks with |Δ| > spread |", "|---|---|---|---|---|---|---|---|"]
     for r in report["comparisons"]:
         n, f = r["nme"], r["failure_rate"]
-        lm = [f"{names[k]} ({d:+.4f})" for k, (d, b) in enumerate(zip(r["per_landmark"]["delta"],
-                                                                       r["per_landmark"]["beyond_spread"])) if b]
+        per = r["per_landmark"]
+        lm = [f"{names[k]} ({d:+.4f})"
+              for k, (d, b) in enumerate(zip(per["delta"], per["beyond_spread"])) if b]
         lines.append(f"| {r['a']} vs {r['b']} | {n['delta']:+.4f} | {n['spread']:.4f} | "
                      f"{'yes' if n['beyond_spread'] else 'no'} | {100 * f['delta']:+.1f} | "
                      f"{100 * f['spread']:.1f} | {'yes' if f['beyond_spread'] else 'no'} | "

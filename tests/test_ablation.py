@@ -109,7 +109,7 @@ def test_run_variants_loads_once_trains_each_run_once_and_resumes(tmp_path):
 
     other = get_config()
     other.num_steps = 7
-    with pytest.raises(ValueError, match="another config.*num_steps"):
+    with pytest.raises(ValueError, match="different config.*num_steps"):
         ablation.run_variants(other, str(tmp_path), variants, [0, 1], splits=splits,
                               train_fn=fake_train)
 
