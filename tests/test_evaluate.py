@@ -1,5 +1,6 @@
-"""experiments.evaluate on a checkpoint whose heads are set by hand: the landmark head outputs the
-training mean shape whatever the face, the pose head always says frontal, so every number is known."""
+"""eval_report.evaluate_workdir (and the experiments.evaluate main) on a checkpoint whose heads are set
+by hand: the landmark head outputs the training mean shape whatever the face, the pose head always says
+frontal, so every number is known."""
 
 import json
 import os
@@ -11,9 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import evaluate as evaluate_lib
 from experiments.configs.pretrain import get_config
-from tcdcn_jax import checkpointing, evaluation, metrics, train
+from tcdcn_jax import checkpointing, eval_report, evaluation, metrics, train
 from tcdcn_jax.data import sources
 from tcdcn_jax.layouts import get_layout
 
@@ -45,7 +45,7 @@ def workdir(tmp_path_factory):
 
 def test_evaluate_numbers_match_the_hand_set_model(workdir):
     path, splits, mean_Kx2 = workdir
-    r = evaluate_lib.evaluate(path, num_faces=6)
+    r = eval_report.evaluate_workdir(path, num_faces=6)
     test = splits.test
     true_px = test["landmarks"].astype(np.float64)
     mean_px = evaluation.to_pixels(np.broadcast_to(mean_Kx2, true_px.shape), test["box"])
@@ -73,11 +73,12 @@ def test_evaluate_numbers_match_the_hand_set_model(workdir):
 
 def test_evaluate_other_split_and_bad_split(workdir, tmp_path):
     path, splits, _ = workdir
-    r = evaluate_lib.evaluate(path, split="validation", out_dir=str(tmp_path / "val"), num_faces=3)
+    r = eval_report.evaluate_workdir(path, split="validation", out_dir=str(tmp_path / "val"),
+                                     num_faces=3)
     assert r["num_faces"] == len(splits.validation) == 32
     assert (tmp_path / "val" / "faces.png").exists()
     with pytest.raises(ValueError, match="unknown split"):
-        evaluate_lib.evaluate(path, split="holdout", out_dir=str(tmp_path / "x"))
+        eval_report.evaluate_workdir(path, split="holdout", out_dir=str(tmp_path / "x"))
 
 
 def test_command_line(workdir, tmp_path):

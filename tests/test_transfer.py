@@ -8,10 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments import transfer_study
 from experiments.configs import finetune as finetune_configs
 from experiments.configs import pretrain as pretrain_configs
-from tcdcn_jax import checkpointing, train, transfer
+from tcdcn_jax import checkpointing, train, transfer, transfer_study
 from tcdcn_jax.data.pipeline import ArrayDataset
 from tcdcn_jax.data.sources import Splits
 

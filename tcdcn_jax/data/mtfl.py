@@ -20,7 +20,8 @@ import pathlib
 import numpy as np
 
 from tcdcn_jax.data.image_io import DataError, where
-from tcdcn_jax.data.tfds_common import Face, FaceBuilder, Item, parse_code, parse_floats, read_lines
+from tcdcn_jax.data.tfds_common import (Face, FaceBuilder, Item, parse_annotation_lines, parse_code,
+                                        parse_floats)
 
 NUM_FIELDS = 15
 YES_NO = {"1": 1, "2": 0}
@@ -48,14 +49,7 @@ def parse_line(text: str, root: pathlib.Path, ann: pathlib.Path, line: int) -> F
 
 
 def list_split(root: pathlib.Path, split: str) -> list[Item]:
-    ann = root / SPLIT_FILES[split]
-    items: list[Item] = []
-    for line, text in read_lines(ann):
-        try:
-            items.append(parse_line(text, root, ann, line))
-        except DataError as e:
-            items.append(e)
-    return items
+    return parse_annotation_lines(root / SPLIT_FILES[split], root, parse_line)
 
 
 class TcdcnMtfl(FaceBuilder):

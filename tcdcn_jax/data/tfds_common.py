@@ -70,6 +70,18 @@ def read_lines(path: pathlib.Path) -> list[tuple[int, str]]:
     return [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
+def parse_annotation_lines(ann: pathlib.Path, root: pathlib.Path, parse_line) -> list[Item]:
+    """parse_line(text, root, ann, line) over every non-blank line; a bad line becomes its DataError,
+    so the builder can fail on it or count it as skipped."""
+    items: list[Item] = []
+    for line, text in read_lines(ann):
+        try:
+            items.append(parse_line(text, root, ann, line))
+        except DataError as e:
+            items.append(e)
+    return items
+
+
 def tfds_dir() -> pathlib.Path:
     """Root of the built records ($TCDCN_TFDS_DIR or ~/.cache/tcdcn_jax/tfds)."""
     return pathlib.Path(os.environ.get("TCDCN_TFDS_DIR") or DEFAULT_TFDS_DIR).expanduser()

@@ -21,7 +21,7 @@ import pathlib
 import numpy as np
 
 from tcdcn_jax.data.image_io import DataError, where
-from tcdcn_jax.data.tfds_common import Face, FaceBuilder, Item, parse_floats, read_lines
+from tcdcn_jax.data.tfds_common import Face, FaceBuilder, Item, parse_annotation_lines, parse_floats
 
 NUM_POINTS = 98
 ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
@@ -51,14 +51,7 @@ def parse_line(text: str, root: pathlib.Path, ann: pathlib.Path, line: int) -> F
 
 
 def list_split(root: pathlib.Path, split: str) -> list[Item]:
-    ann = root / ANNOTATION_DIR / SPLIT_FILES[split]
-    items: list[Item] = []
-    for line, text in read_lines(ann):
-        try:
-            items.append(parse_line(text, root, ann, line))
-        except DataError as e:
-            items.append(e)
-    return items
+    return parse_annotation_lines(root / ANNOTATION_DIR / SPLIT_FILES[split], root, parse_line)
 
 
 class TcdcnWflw(FaceBuilder):
