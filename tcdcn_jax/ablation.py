@@ -94,9 +94,10 @@ def run_variants(config: ml_collections.ConfigDict, workdir: str, variants: Sequ
     check_variants(variants, seeds)
     train_fn = train_fn or train.train_and_evaluate
     splits = splits or sources.load(run_config(config, variants[0], seeds[0], quick))
-    results: dict[str, dict[int, dict]] = {}
-    for variant in variants:
-        for seed in seeds:
+    results: dict[str, dict[int, dict]] = {v: {} for v in variants}
+    # Seeds outermost: an ablation stopped part-way has every variant at the seeds it finished.
+    for seed in seeds:
+        for variant in variants:
             c, path = run_config(config, variant, seed, quick), run_dir(workdir, variant, seed)
             train.check_resumable(c, path)  # before skipping: a kept run must match too
             summary_path = os.path.join(path, "summary.json")
@@ -108,7 +109,7 @@ def run_variants(config: ml_collections.ConfigDict, workdir: str, variants: Sequ
             else:
                 logging.info("ablation: training %s seed %d in %s", variant, seed, path)
                 summary = train_fn(c, path, splits)
-            results.setdefault(variant, {})[int(seed)] = summary
+            results[variant][int(seed)] = summary
     return results
 
 
