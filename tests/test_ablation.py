@@ -94,11 +94,12 @@ def test_run_variants_loads_once_trains_each_run_once_and_resumes(tmp_path):
     variants = ["FLD", "FLD+all", "FLD+all (no ES)"]
     out = ablation.run_variants(base, str(tmp_path), variants, [0, 1], splits=splits,
                                 train_fn=fake_train)
-    assert [c[:3] for c in calls] == [("", True, 0), ("", True, 1),
-                                      (ablation.ALL_TASKS, True, 0), (ablation.ALL_TASKS, True, 1),
-                                      (ablation.ALL_TASKS, False, 0), (ablation.ALL_TASKS, False, 1)]
+    # Seed by seed: a stopped ablation has every variant at the seeds it finished.
+    assert [c[:3] for c in calls] == [("", True, 0), (ablation.ALL_TASKS, True, 0),
+                                      (ablation.ALL_TASKS, False, 0), ("", True, 1),
+                                      (ablation.ALL_TASKS, True, 1), (ablation.ALL_TASKS, False, 1)]
     assert {c[4] for c in calls} == {id(splits)}, "every run must get the same data"
-    assert calls[3][3] == ablation.run_dir(str(tmp_path), "FLD+all", 1)
+    assert calls[4][3] == ablation.run_dir(str(tmp_path), "FLD+all", 1)
     assert set(out) == set(variants) and set(out["FLD"]) == {0, 1}
 
     # Interrupted after three runs: only the missing ones train again.
