@@ -54,11 +54,10 @@ def main(argv):
     model, step_cfg, state = train.build(c, splits)
     runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
     state = runner.put_state(state)
-    keys = ("image", "box", "landmarks", *step_cfg.aux_tasks)
     it = BatchIterator(splits.train, c.batch_size, c.seed)
 
     def host_batch(i):
-        return runner.put_batch({k: v for k, v in it.batch_at(i).items() if k in keys})
+        return runner.put_batch(it.batch_at(i))
 
     holder = {"state": state}
 

@@ -59,8 +59,7 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, split: str = "tes
     runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
     device_params = jax.device_put(params, runner.replicated)
     batch = int(batch_size or config.eval_batch_size)
-    pred = evaluation.predict(runner, device_params, model.apply, data, batch,
-                              ("image", "box", "landmarks", *labelled))
+    pred = evaluation.predict(runner, device_params, model.apply, data, batch)
 
     report = evaluation.summarise(pred, data, labelled, sources.mean_shape(splits.train))
     pred_px = evaluation.to_pixels(pred["landmarks"], data["box"])

@@ -18,8 +18,8 @@ def to_pixels(lm_NxKx2: np.ndarray, box_Nx4: np.ndarray) -> np.ndarray:
     return box[:, None, :2] + np.asarray(lm_NxKx2, np.float64) * box[:, None, 2:]
 
 
-def predict(steps, params: Any, apply_fn: Callable, dataset: ArrayDataset, batch_size: int,
-            keys: Sequence[str]) -> dict[str, np.ndarray]:
+def predict(steps, params: Any, apply_fn: Callable, dataset: ArrayDataset,
+            batch_size: int) -> dict[str, np.ndarray]:
     """Model outputs and per-face losses for every face of `dataset`, in order (numpy, host).
 
     Returns 'landmarks' (N, K, 2) box-normalised, '<task>' logits, 'loss/<task>' per-face losses.
@@ -27,7 +27,7 @@ def predict(steps, params: Any, apply_fn: Callable, dataset: ArrayDataset, batch
     chunks: dict[str, list[np.ndarray]] = {}
     for batch in eval_batches(dataset, batch_size):
         mask = batch[MASK_KEY]
-        device_batch = steps.put_batch({k: batch[k] for k in (*keys, MASK_KEY)})
+        device_batch = steps.put_batch(batch)
         out = jax.device_get(steps.eval(params, device_batch, apply_fn))
         rows = {**out["outputs"], **{f"loss/{k}": v for k, v in out["per_face_loss"].items()}}
         for name, value in rows.items():

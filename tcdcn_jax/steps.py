@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tcdcn_jax import early_stopping, losses
 from tcdcn_jax.data import augment
+from tcdcn_jax.data.pipeline import MASK_KEY
 from tcdcn_jax.train_state import TrainState
 
 # Incremented each time train_step is traced; tests read it to catch recompiles.
@@ -110,9 +111,17 @@ class Steps:
                 out_shardings=self.replicated)
         return self._eval_cache[apply_fn](params, batch)
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The batch arrays a step reads: geometry, the auxiliary labels and, in evaluation, the mask."""
+        return ("image", "box", "landmarks", *self.cfg.aux_tasks, MASK_KEY)
+
     def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        """The global batch, split along 'data'. With several processes each one takes only its own
-        rows of the (identical, seed-determined) global batch and sends just those to its devices."""
+        """The global batch, split along 'data', with only the arrays a step reads (`keys`).
+
+        With several processes each one takes only its own rows of the (identical, seed-determined)
+        global batch and sends just those to its devices."""
+        batch = {k: v for k, v in batch.items() if k in self.keys}
         n = self.mesh.devices.size
         size = next(iter(batch.values())).shape[0]
         if size % n:

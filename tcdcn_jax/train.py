@@ -222,7 +222,6 @@ class _Loop:
         self.config, self.splits, self.cfg, self.runner, self.mngr = (
             config, splits, step_cfg, runner, mngr)
         self.aux = step_cfg.aux_tasks
-        self.keys = ("image", "box", "landmarks", *self.aux)
         self.start = start_step
         self.log = _Logger(workdir, start_step)
         self.es_update = jax.jit(early_stopping.update, static_argnames="epsilon")
@@ -243,8 +242,7 @@ class _Loop:
         batches = BatchIterator(self.splits.train, int(c.batch_size), int(c.seed))
         try:
             for step in range(self.start, int(c.num_steps)):
-                batch = self.runner.put_batch(
-                    {k: v for k, v in batches.batch_at(step).items() if k in self.keys})
+                batch = self.runner.put_batch(batches.batch_at(step))
                 state, m = self.runner.train(state, batch)
                 self.lm_sum, self.lm_count = self.lm_sum + m["landmark_loss"], self.lm_count + 1
                 done = step + 1
@@ -258,7 +256,7 @@ class _Loop:
                 if stop.received:
                     raise KeyboardInterrupt(f"SIGTERM at step {done}")
         except KeyboardInterrupt:
-            if int(state.step) > self.start:
+            if int(state.step) > max(self.start, self.mngr.latest_step() or 0):
                 logging.warning("interrupted: saving a checkpoint at step %d", int(state.step))
                 self._save(int(state.step), state, m)
             raise
@@ -295,14 +293,13 @@ class _Loop:
         ts_ = state.task_stop
         period_train = jax.device_get(ts_.period_sum_A / jnp.maximum(ts_.period_steps, 1))
         pred = evaluation.predict(self.runner, state.params, state.apply_fn, self.splits.validation,
-                                  int(self.config.eval_batch_size), self.keys)
+                                  int(self.config.eval_batch_size))
         val = evaluation.summarise(pred, self.splits.validation, self.aux)
         crit = np.zeros(len(self.aux))
         if self.aux:
             if self.train_probe is not None:  # E_tr measured like E_val: same size, no augmentation
                 probe = evaluation.predict(self.runner, state.params, state.apply_fn,
-                                           self.train_probe, int(self.config.eval_batch_size),
-                                           self.keys)
+                                           self.train_probe, int(self.config.eval_batch_size))
                 period_train = np.asarray([np.mean(probe[f"loss/{t}"]) for t in self.aux])
             val_A = jnp.asarray([val["loss"][t] for t in self.aux], jnp.float32)
             lam_A = losses.task_lambdas(state.params, self.lambda_fixed)
@@ -331,5 +328,5 @@ class _Loop:
     def test(self, state, dataset=None) -> dict[str, Any]:
         dataset = dataset if dataset is not None else self.splits.test
         pred = evaluation.predict(self.runner, state.params, state.apply_fn, dataset,
-                                  int(self.config.eval_batch_size), self.keys)
+                                  int(self.config.eval_batch_size))
         return evaluation.summarise(pred, dataset, self.aux, sources.mean_shape(self.splits.train))

@@ -24,12 +24,10 @@ splits = sources.load(c)
 _, step_cfg, state = train.build(c, splits)
 runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
 state = runner.put_state(state)
-keys = ("image", "box", "landmarks", *step_cfg.aux_tasks)
 it = BatchIterator(splits.train, c.batch_size, c.seed)
 loss = []
 for step in range(c.num_steps):
-    state, m = runner.train(state, runner.put_batch({k: v for k, v in it.batch_at(step).items()
-                                                     if k in keys}))
+    state, m = runner.train(state, runner.put_batch(it.batch_at(step)))
     loss.append(float(m["loss"]))
 flat = {"/".join(str(getattr(p, "key", p)) for p in path): np.asarray(v) for path, v in
         jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}

@@ -46,9 +46,8 @@ def _steps_and_state(config, splits):
 
 
 def _batch(config, splits, runner, step):
-    keys = ("image", "box", "landmarks", *TASKS)
     batch = BatchIterator(splits.train, config.batch_size, config.seed).batch_at(step)
-    return runner.put_batch({k: batch[k] for k in keys})
+    return runner.put_batch(batch)
 
 
 def test_one_train_step_golden_values(splits):

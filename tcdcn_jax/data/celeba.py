@@ -18,6 +18,7 @@ photo set; auto takes the aligned one if its files are there.
 
 from __future__ import annotations
 
+import abc
 import pathlib
 
 import numpy as np
@@ -109,9 +110,9 @@ class _CelebABase(FaceBuilder, skip_registration=True):
                 continue
         return found + [root / f for f in MAFL_FILES.values()]
 
+    @abc.abstractmethod
     def split_names(self, root: pathlib.Path) -> dict[str, list[tuple[str, str]]]:
         """Split -> [(image name, 'file:line' where the split lists it)]."""
-        raise NotImplementedError
 
     def list_faces(self, root: pathlib.Path) -> dict[str, list[Item]]:
         images = self._images(root)

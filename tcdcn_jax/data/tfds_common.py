@@ -16,6 +16,7 @@ number of skipped rows is logged per split (and the skip build gets its own cach
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -126,14 +127,14 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self.options = dict(options or {})
         super().__init__(**kwargs)
 
-    # -- to implement per source -------------------------------------------------------------------
+    # -- to implement per source (TFDS builders are ABCs: a source missing one cannot be built) ------
+    @abc.abstractmethod
     def list_faces(self, root: pathlib.Path) -> dict[str, Iterable[Item]]:
         """Split name -> faces (or DataErrors for rows that could not be parsed), in a fixed order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def annotation_files(self, root: pathlib.Path) -> list[pathlib.Path]:
         """Files whose size/mtime key the cache (the annotations, not the photos)."""
-        raise NotImplementedError
 
     # -- TFDS -------------------------------------------------------------------------------------
     def _info(self) -> tfds.core.DatasetInfo:
