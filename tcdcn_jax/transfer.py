@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -88,18 +88,37 @@ def landmark_summary(lm_norm_NxKx2: np.ndarray, dataset) -> dict[str, Any]:
     return out
 
 
-def evaluate_averaged(workdir: str, dataset, offsets_Tx2: np.ndarray,
-                      batch_size: int = 250) -> dict[str, Any]:
-    """Single pass vs TCDCN-Averaged on `dataset` for a workdir's latest checkpoint."""
+def compare_grids(workdir: str, dataset, grids: Mapping[str, np.ndarray],
+                  batch_size: int = 250) -> dict[str, Any]:
+    """Single pass and TCDCN-Averaged on each translation grid, for a workdir's latest checkpoint.
+
+    Returns {'single': summary, 'grids': {name: summary + translations (+ sharing)}, 'mode'}.
+    """
     model, params, _ = checkpointing.load_model(workdir)
     single = averaging.predict_dataset(model, params, dataset["image"], dataset["box"],
                                        np.zeros((1, 2), np.int32), batch_size)
-    avg = averaging.predict_dataset(model, params, dataset["image"], dataset["box"], offsets_Tx2,
-                                    batch_size)
-    result = {"single": landmark_summary(single, dataset), "averaged": landmark_summary(avg, dataset),
+    result = {"single": landmark_summary(single, dataset), "grids": {},
               "mode": "shared" if model.trunk == "report" else "passes"}
-    if model.trunk == "report":
-        result["sharing"] = averaging.sharing_cost(offsets_Tx2)
+    for name, offsets_Tx2 in grids.items():
+        avg = averaging.predict_dataset(model, params, dataset["image"], dataset["box"],
+                                        offsets_Tx2, batch_size)
+        entry = landmark_summary(avg, dataset)
+        entry["translations"] = int(len(offsets_Tx2))
+        if model.trunk == "report":
+            entry["sharing"] = averaging.sharing_cost(offsets_Tx2)
+        result["grids"][name] = entry
+    return result
+
+
+def evaluate_averaged(workdir: str, dataset, offsets_Tx2: np.ndarray,
+                      batch_size: int = 250) -> dict[str, Any]:
+    """Single pass vs TCDCN-Averaged on `dataset` for a workdir's latest checkpoint."""
+    res = compare_grids(workdir, dataset, {"averaged": offsets_Tx2}, batch_size)
+    avg = res["grids"]["averaged"]
+    result = {"single": res["single"], "averaged": avg, "mode": res["mode"]}
+    if "sharing" in avg:
+        result["sharing"] = avg.pop("sharing")
+    avg.pop("translations")
     return result
 
 

@@ -172,3 +172,30 @@ def test_configs_load():
     assert isinstance(finetune_configs.get_config("study"), ml_collections.ConfigDict)
     with pytest.raises(ValueError, match="unknown variant"):
         finetune_configs.get_config("nope")
+
+
+def test_compare_grids_and_its_table(splits68, tmp_path):
+    from experiments import compare_averaging
+    from tcdcn_jax import averaging
+
+    workdir = str(tmp_path / "ft68")
+    config = _finetune_config("")
+    _, _, state = train.build(config, splits68)
+    checkpointing.save(checkpointing.manager(workdir), state)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json())
+    grids = {"2x0": averaging.grid_offsets(2, 0), "2x1": averaging.grid_offsets(2, 1),
+             "8x1": averaging.grid_offsets(*compare_averaging.parse_grid("8x1"))}
+    res = transfer.compare_grids(workdir, splits68.test, grids, batch_size=16)
+    # A grid of radius 0 is the untranslated window alone, standardised by its own statistics: the
+    # single pass exactly.
+    assert res["grids"]["2x0"]["nme"] == pytest.approx(res["single"]["nme"], rel=1e-6)
+    assert res["grids"]["2x1"]["nme"] != pytest.approx(res["single"]["nme"], rel=1e-6)
+    assert [res["grids"][g]["translations"] for g in grids] == [1, 5, 5]
+    assert res["grids"]["8x1"]["sharing"]["conv_maps_per_layer"] == {
+        "conv1": 1, "conv2": 1, "conv3": 1, "conv4": 1}  # 8 px = one conv4 cell: nothing branches
+    table = compare_averaging.table({workdir: res, workdir + "_again": res})
+    assert "| 2x1 grid | 5 | 1, 1, 3, 5 |" in table
+    assert f"| single pass | 1 | 1, 1, 1, 1 | {100 * res['single']['nme']:.2f} ± 0.00 |" in table
+    with pytest.raises(ValueError, match="STEPxRADIUS"):
+        compare_averaging.parse_grid("2by2")
