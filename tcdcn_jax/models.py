@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tcdcn_jax import fast_conv, local_conv
+
 # (filters, kernel size) of the four convolutional layers, input side, and the width of x^l.
 TRUNK_SPECS = {
     "eccv": dict(layers=((20, 5), (48, 3), (64, 3), (80, 2)), input_size=40, features=100),
@@ -69,18 +71,33 @@ class Trunk(nn.Module):
             raise ValueError(f"unknown activation {self.activation!r}; "
                              f"choose one of {sorted(ACTIVATIONS)}")
         act = ACTIVATIONS[self.activation]
-        x = img_BxSxSx1
-        for i, (filters, k) in enumerate(spec["layers"]):
-            if self.kind == "eccv":
-                layer = nn.ConvLocal(filters, (k, k), padding="VALID", name=f"conv{i + 1}")
-            else:
-                layer = nn.Conv(filters, (k, k), padding="VALID", name=f"conv{i + 1}")
-            x = act(layer(x))
-            if i < 3:
-                x = _max_pool(x)
+        if self.kind == "eccv":
+            x = self._eccv_maps(img_BxSxSx1, spec["layers"], act)
+        else:
+            # conv1 (a single input channel) runs fused with its pool: fast_conv says why.
+            filters, k = spec["layers"][0]
+            monotone = self.activation in fast_conv.MONOTONE_ACTIVATIONS
+            x = fast_conv.ConvPool(filters, k, act, monotone, name="conv1")(img_BxSxSx1)
+            for i, (filters, k) in enumerate(spec["layers"][1:], start=1):
+                x = act(nn.Conv(filters, (k, k), padding="VALID", name=f"conv{i + 1}")(x))
+                if i < 3:
+                    x = _max_pool(x)
         x_BxF = x.reshape((x.shape[0], -1))  # row-major NHWC flattening
         width = self.features or spec["features"]
         return act(nn.Dense(width, name="fc")(x_BxF))
+
+    def _eccv_maps(self, img_BxSxSx1: jax.Array, layers, act) -> jax.Array:
+        """The locally connected layers, run batch-minor (H x W x C x B): ~9x faster to train on XLA CPU.
+
+        `LocalConv` is NHWC outside (like nn.ConvLocal, so captured intermediates keep that layout);
+        the transposes around each call cancel in XLA. Returns B x 2 x 2 x 80."""
+        x_HxWxCxB = local_conv.to_hwcb(img_BxSxSx1)
+        for i, (filters, k) in enumerate(layers):
+            layer = local_conv.LocalConv(filters, k, name=f"conv{i + 1}")
+            x_HxWxCxB = act(local_conv.to_hwcb(layer(local_conv.to_nhwc(x_HxWxCxB))))
+            if i < 3:
+                x_HxWxCxB = local_conv.max_pool_hwcb(x_HxWxCxB)
+        return local_conv.to_nhwc(x_HxWxCxB)
 
 
 class Heads(nn.Module):

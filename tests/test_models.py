@@ -112,9 +112,10 @@ def test_report_trunk_matches_the_authors_weights():
     _, state = jax.eval_shape(functools.partial(model.apply, capture_intermediates=True),
                               variables, img)
     inter = state["intermediates"]["trunk"]
-    # 60 -> 56 -> pool 28 -> 24 -> pool 12 -> 10 -> pool 5 -> 3 (x 80 = 720 after flattening).
+    # 60 -> 56 -> pool 28 -> 24 -> pool 12 -> 10 -> pool 5 -> 3 (x 80 = 720 after flattening);
+    # conv1 runs fused with its pool (fast_conv.ConvPool), so its output is the pooled 28 x 28 map.
     assert [inter[f"conv{i}"]["__call__"][0].shape[1:] for i in (1, 2, 3, 4)] == [
-        (56, 56, 20), (24, 24, 48), (10, 10, 64), (3, 3, 80)]
+        (28, 28, 20), (24, 24, 48), (10, 10, 64), (3, 3, 80)]
 
 
 @pytest.mark.parametrize("trunk", ["eccv", "report"])
