@@ -88,10 +88,11 @@ def random_params(model: models.TCDCN, seed: int = 0) -> dict[str, Any]:
 
 
 def network_call(model, params, batch: int, microbatch: int) -> Callable[[], Any]:
-    """One network pass on a batch of preprocessed crops, as Predictor.run makes it."""
-    forward = predict.make_forward(model, microbatch)
+    """One network pass on a batch of preprocessed crops, as Predictor.run makes it (params
+    compiled in)."""
+    forward = predict.make_forward(model, microbatch, params)
     img = jnp.asarray(np.random.default_rng(batch).standard_normal((batch, 60, 60, 1)), jnp.float32)
-    return lambda: jax.block_until_ready(forward(params, img))
+    return lambda: jax.block_until_ready(forward(img))
 
 
 def averaged_over_single(model, params, repeats: int, batch: int = 256) -> dict[str, Any] | None:
@@ -102,21 +103,21 @@ def averaged_over_single(model, params, repeats: int, batch: int = 256) -> dict[
         return None
     offsets = averaging.grid_offsets()
     margin = int(np.abs(offsets).max())
-    mb = predict.MICROBATCH
 
     @jax.jit
-    def averaged(p, big_BxLxLx1):
-        chunks = big_BxLxLx1.reshape((batch // mb, mb) + big_BxLxLx1.shape[1:])
-        lm = jax.lax.map(
-            lambda x: averaging.window_landmarks(model, p, x, offsets, margin, "shared"), chunks)
-        return lm.reshape((batch,) + lm.shape[2:]).mean(axis=1)
+    def averaged(big_BxLxLx1):  # params compiled in, as in network_call
+        lm = averaging.in_microbatches(
+            lambda x: averaging.window_landmarks(model, params, x, offsets, margin, "shared"),
+            big_BxLxLx1, averaging.MICROBATCH)
+        return lm.mean(axis=1)
 
     side = 60 + 2 * margin
     big = jnp.asarray(np.random.default_rng(1).standard_normal((batch, side, side, 1)), jnp.float32)
-    t_avg, t_single = best_seconds(lambda: jax.block_until_ready(averaged(params, big)),
-                                   network_call(model, params, batch, mb), repeats=repeats)
+    t_avg, t_single = best_seconds(lambda: jax.block_until_ready(averaged(big)),
+                                   network_call(model, params, batch, predict.MICROBATCH),
+                                   repeats=repeats)
     return {"ratio": t_avg / t_single, "translations": int(len(offsets)),
-            "averaged_faces_per_s": batch / t_avg}
+            "averaged_faces_per_s": batch / t_avg, "microbatch": averaging.MICROBATCH}
 
 
 def predictor_ms_per_face(model, params, repeats: int) -> dict[str, float]:
@@ -175,7 +176,7 @@ def main(argv=None) -> dict[str, Any]:
         "microbatch": predict.MICROBATCH,
     }
     if not args.no_sweep:
-        sizes = (1, 4, 8, 16, 32, 256)
+        sizes = (1, 4, 8, 16, 32, 64, 256)
         sweep = best_seconds(*(network_call(model, params, 256, mb) for mb in sizes),
                              repeats=args.repeats)
         result["microbatch_sweep_faces_per_s_batch256"] = {

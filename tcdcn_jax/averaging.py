@@ -14,8 +14,11 @@ So the conv stack runs once on the large crop and branches only where windows ne
 phase (`shared_conv_windows`): shifts by multiples of 8 px need no branch at all (one conv4 map, read
 at shifted cells); a 4 px grid branches once, at the last pool (4 phases of conv4); a 2 px grid
 branches at the last two pools (4 phases of conv3, up to 16 of conv4). conv1 and conv2, the costly
-layers, always run once. Only fc + heads run once per window. The result is exactly (to float
-rounding) what N separate passes give (tested).
+layers, always run once (conv1 fused with its pool, as in the model, when all windows share
+one pooling phase: any even grid; see fast_conv). Only fc + heads run once per window. A large
+batch runs as a lax.map over micro-batches of MICROBATCH faces (`in_microbatches`), as the
+predictor does.
+The result is exactly (to float rounding) what N separate passes give (tested).
 
 Standardisation. The model standardises each crop by its own mean and variance, which would make the
 windows' first-layer inputs differ by more than a shift and destroy the sharing. Every window is
@@ -36,10 +39,16 @@ import jax.scipy.ndimage
 import numpy as np
 from jax import lax
 
-from tcdcn_jax import models
+from tcdcn_jax import fast_conv, models
 
 # Variance floor, as in data/augment.py: a flat crop comes out all zeros.
 _VAR_EPS = 1e-8
+# Faces per lax.map step of a large batch, so each layer's activations stay in cache. Measured on
+# the 2-core CPU at batch 256 (report trunk, default 21 windows, time over one pass at 32 faces):
+# 4, 8 and 16 tie at 2.5-3.0x, 32 3.2-3.3x, one 256-face step 5.3x. A single window (one pass) is
+# the predictor's network: 32 windows a step, as predict.MICROBATCH; so are full passes per window.
+MICROBATCH = 8
+MICROBATCH_ONE_WINDOW = 32
 
 
 def grid_offsets(step_px: int = 2, radius: int = 2, drop_corners: bool = True) -> np.ndarray:
@@ -128,11 +137,21 @@ def _pool(x: jax.Array, phase_y: int, phase_x: int) -> jax.Array:
     return lax.reduce_window(x[:, :h, :w], -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
 
+def _conv1_pooled(trunk_params: dict[str, Any], activation: str, img_BxHxWx1: jax.Array,
+                  phase_y: int, phase_x: int) -> jax.Array:
+    """_pool(act(conv1(img)), phase_y, phase_x) in one fused convolution (as the model runs conv1):
+    a pooling phase is the same pool of the conv of the input cropped by that phase."""
+    layer = trunk_params["conv1"]
+    return fast_conv.conv_act_pool(img_BxHxWx1[:, phase_y:, phase_x:], jnp.asarray(layer["kernel"]),
+                                   jnp.asarray(layer["bias"]), models.ACTIVATIONS[activation],
+                                   activation in fast_conv.MONOTONE_ACTIVATIONS)
+
+
 def conv_stack(trunk_params: dict[str, Any], activation: str, img_BxHxWx1: jax.Array) -> jax.Array:
     """The report trunk's conv1..conv4 (with pooling) on an input of any size >= S: B x h x w x 80."""
     act = models.ACTIVATIONS[activation]
-    x = img_BxHxWx1
-    for i in range(4):
+    x = _conv1_pooled(trunk_params, activation, img_BxHxWx1, 0, 0)
+    for i in range(1, 4):
         x = act(_conv(x, trunk_params[f"conv{i + 1}"]))
         if i < 3:
             x = _pool(x, 0, 0)
@@ -149,10 +168,16 @@ def shared_conv_windows(trunk_params: dict[str, Any], activation: str, img_BxLxL
     """
     offsets = _check_offsets(offsets_Tx2, margin)
     act = models.ACTIVATIONS[activation]
-    side = size  # a window's side at the current layer
-    maps = {(): act(_conv(img_BxLxLx1, trunk_params["conv1"]))}
-    side = side - trunk_params["conv1"]["kernel"].shape[0] + 1
+    side = size - trunk_params["conv1"]["kernel"].shape[0] + 1  # a window's side at this layer
     wins = [((), margin + int(dy), margin + int(dx)) for dx, dy in offsets]
+    first_phases = {(oy % 2, ox % 2) for _, oy, ox in wins}
+    fused: dict[tuple, jax.Array] = {}
+    if len(first_phases) == 1:  # one pooling phase after conv1 (even offsets): fuse conv1 with it
+        phase = first_phases.pop()
+        fused[(phase,)] = _conv1_pooled(trunk_params, activation, img_BxLxLx1, *phase)
+        maps = {}
+    else:
+        maps = {(): act(_conv(img_BxLxLx1, trunk_params["conv1"]))}
     runs = {"conv1": 1}
     for layer in ("conv2", "conv3", "conv4"):
         pooled: dict[tuple, jax.Array] = {}
@@ -160,7 +185,8 @@ def shared_conv_windows(trunk_params: dict[str, Any], activation: str, img_BxLxL
         for key, oy, ox in wins:
             child = key + ((oy % 2, ox % 2),)
             if child not in pooled:
-                pooled[child] = _pool(maps[key], oy % 2, ox % 2)
+                pooled[child] = fused.pop(child) if child in fused else _pool(maps[key], oy % 2,
+                                                                            ox % 2)
             new_wins.append((child, oy // 2, ox // 2))
         side //= 2
         maps = {k: act(_conv(v, trunk_params[layer])) for k, v in pooled.items()}
@@ -218,15 +244,39 @@ def passes_window_landmarks(predict_fn: Callable[[jax.Array], jax.Array], img_Bx
     return lm.reshape((b, t) + lm.shape[1:])
 
 
+def in_microbatches(fn: Callable[[jax.Array], jax.Array], x_BxHxWx1: jax.Array,
+                    microbatch: int) -> jax.Array:
+    """fn(x) computed as a lax.map over chunks of `microbatch` faces (the batch zero-padded to a
+    multiple and cut back), so a large batch's activations stay in cache."""
+    if microbatch < 1:
+        raise ValueError(f"microbatch must be >= 1, got {microbatch}")
+    b = x_BxHxWx1.shape[0]
+    if b <= microbatch:
+        return fn(x_BxHxWx1)
+    pad = -b % microbatch
+    x = jnp.pad(x_BxHxWx1, ((0, pad),) + ((0, 0),) * (x_BxHxWx1.ndim - 1))
+    out = lax.map(fn, x.reshape((-1, microbatch) + x.shape[1:]))
+    return out.reshape((-1,) + out.shape[2:])[:b]
+
+
 def averaged_landmarks(model: models.TCDCN, params: dict[str, Any], image_BxHxW: jax.Array,
-                       box_Bx4: jax.Array, offsets_Tx2: np.ndarray, mode: str = "auto"
-                       ) -> tuple[jax.Array, jax.Array]:
-    """(mean lm_BxKx2, per-translation lm_BxTxKx2), both in the original box frame."""
+                       box_Bx4: jax.Array, offsets_Tx2: np.ndarray, mode: str = "auto",
+                       microbatch: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """(mean lm_BxKx2, per-translation lm_BxTxKx2), both in the original box frame.
+
+    The network runs in micro-batches of `microbatch` faces (None: MICROBATCH for shared
+    convolutions, else about MICROBATCH_ONE_WINDOW windows).
+    """
     offsets = np.asarray(offsets_Tx2)
     margin = int(np.abs(offsets).max())
     size = models.input_size(model.trunk)
+    if microbatch is None:
+        passes = mode == "passes" or (mode == "auto" and model.trunk != "report")
+        microbatch = (max(1, MICROBATCH_ONE_WINDOW // len(offsets)) if passes or len(offsets) == 1
+                      else MICROBATCH)
     big = crop_with_margin(image_BxHxW, box_Bx4, size, margin)
-    lm_win = window_landmarks(model, params, big, offsets, margin, mode)
+    lm_win = in_microbatches(lambda x: window_landmarks(model, params, x, offsets, margin, mode),
+                             big, microbatch)
     lm_box = to_box_frame(lm_win, offsets, size)
     return lm_box.mean(axis=1), lm_box
 

@@ -13,9 +13,10 @@ standardised); the authors' model sees `official.preprocess` (MATLAB grey conver
 the fitted input gain), chosen by the workdir config's `preprocessing` / `input_gain` fields.
 
 Speed: crops are batched across faces and images, padded to power-of-two buckets (a handful of
-compilations, none per call), and a large batch runs as a loop over micro-batches of `MICROBATCH`
-faces inside one jitted call, so each layer's activations stay in cache: about 3x the faces/s of one
-big batch on a 2-core CPU (see experiments/benchmark_inference.py).
+compilations, none per call), and a large batch runs as a loop (lax.map) over micro-batches of
+`MICROBATCH` faces inside one jitted call, so each layer's activations stay in cache (see
+experiments/benchmark_inference.py, which sweeps the size). The report trunk's conv1 runs fused with
+its pool (tcdcn_jax/fast_conv.py).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from tcdcn_jax.data import augment
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 BoxLike = Sequence[float]
 
-MICROBATCH = 8  # faces per inner loop step of a big batch (measured best of 1..32 on 2 cores)
+# Faces per inner loop step of a big batch. Measured on 2 cores, batch 256, of 1..256: 16 and 32
+# tie under load, 32 best on a quiet machine (~20% over 8); batches up to 32 run as one call.
+MICROBATCH = 32
 MAX_BATCH = 256  # faces per jitted call
 _SIDE_BUCKET = 64  # image sides are edge-padded to a multiple of this (fewer crop compilations)
 CLASS_NAMES = {
@@ -150,8 +153,12 @@ def check_params(model: models.TCDCN, params: Mapping[str, Any], where: str = ""
                              f"the model needs {want.get(name)}")
 
 
-def make_forward(model: models.TCDCN, microbatch: int = MICROBATCH):
-    """jitted (params, img_BxSxSx1) -> {'landmarks': lm_BxKx2, task: probs_BxC}.
+def make_forward(model: models.TCDCN, microbatch: int = MICROBATCH,
+                 params: Mapping[str, Any] | None = None):
+    """jitted (params, img_BxSxSx1) -> {'landmarks': lm_BxKx2, task: probs_BxC}, or, given `params`,
+    jitted img_BxSxSx1 -> the same with those params compiled in as constants: XLA then folds the
+    weight-only work (conv1's phase kernel, see fast_conv) and packs the weights once, ~8% faster
+    at batch 1 on 2 CPU cores (0.46-0.52 -> 0.43-0.46 ms), at no extra compile time.
 
     A batch larger than `microbatch` (and a multiple of it) runs as a loop over micro-batches.
     """
@@ -167,11 +174,16 @@ def make_forward(model: models.TCDCN, microbatch: int = MICROBATCH):
         out = jax.lax.map(lambda x: heads(params, x), chunks)
         return jax.tree_util.tree_map(lambda v: v.reshape((batch,) + v.shape[2:]), out)
 
-    return jax.jit(forward)
+    if params is None:
+        return jax.jit(forward)
+    return jax.jit(functools.partial(forward, params))
 
 
 class Predictor:
-    """A trained TCDCN ready to run on images: preprocessing, batching, pixel mapping, aux heads."""
+    """A trained TCDCN ready to run on images: preprocessing, batching, pixel mapping, aux heads.
+
+    Its params are compiled into the network function: build a new Predictor for other params.
+    """
 
     def __init__(self, model: models.TCDCN, params: Mapping[str, Any],
                  preprocessing: str = "standard", input_gain: float = 1.0,
@@ -192,7 +204,8 @@ class Predictor:
         self.aux_tasks = tuple(model.aux_tasks or {})
         self.batch_size = int(batch_size)
         self.microbatch = int(microbatch)
-        self._forward = make_forward(model, self.microbatch)
+        # The params are compiled in (make_forward): build a new Predictor for other params.
+        self._forward = make_forward(model, self.microbatch, self.params)
 
     @classmethod
     def from_checkpoint(cls, workdir: str | os.PathLike, **kwargs) -> "Predictor":
@@ -256,7 +269,7 @@ class Predictor:
                 size = -(-size // self.microbatch) * self.microbatch
             chunk = np.concatenate([chunk, np.zeros((size - len(chunk),) + chunk.shape[1:],
                                                     np.float32)])
-            out = self._forward(self.params, chunk)
+            out = self._forward(chunk)
             outs.append({k: np.asarray(v)[:min(self.batch_size, n - start)] for k, v in out.items()})
         if not outs:
             k = self.num_landmarks

@@ -48,6 +48,25 @@ def test_shared_equals_one_pass_per_window(report, step_px, radius):
     assert float(jnp.abs(per_passes[:, 1] - per_passes[:, 0]).max()) > 1e-4
 
 
+def test_microbatches_change_nothing_including_a_padded_last_chunk(report):
+    x = jnp.arange(7 * 3 * 3, dtype=jnp.float32).reshape(7, 3, 3, 1)
+    fn = lambda c: c.sum(axis=(1, 2, 3)) * 2.0
+    np.testing.assert_array_equal(averaging.in_microbatches(fn, x, 3), fn(x))
+    with pytest.raises(ValueError, match="microbatch"):
+        averaging.in_microbatches(fn, x, 0)
+    model, params = report
+    image, box = _faces(n=2)
+    image, box = np.concatenate([image, image[::-1], image]), np.concatenate([box, box, box])
+    offsets = averaging.grid_offsets(2, 2)
+    whole, per_whole = averaging.averaged_landmarks(model, params, image, box, offsets,
+                                                    microbatch=6)
+    chunked, per_chunked = averaging.averaged_landmarks(model, params, image, box, offsets,
+                                                        microbatch=4)  # 6 faces: 4 + 2 padded
+    assert per_chunked.shape == (6, len(offsets), 68, 2)
+    np.testing.assert_allclose(chunked, whole, atol=2e-6)
+    np.testing.assert_allclose(per_chunked, per_whole, atol=2e-6)
+
+
 def test_sharing_runs_conv1_and_conv2_once():
     cost = averaging.sharing_cost(averaging.grid_offsets(4, 2))
     assert cost["conv_maps_per_layer"] == {"conv1": 1, "conv2": 1, "conv3": 1, "conv4": 4}
