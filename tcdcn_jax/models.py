@@ -41,6 +41,26 @@ def input_size(trunk: str) -> int:
     return TRUNK_SPECS[_check_trunk(trunk)]["input_size"]
 
 
+def forward_flops(model: "TCDCN") -> int:
+    """Useful FLOPs of one face's forward pass (2 x multiply-adds of every conv, fc and head).
+
+    Counted from the layer shapes, not from XLA's cost analysis, which also counts layout work (flax's
+    ConvLocal patches were a one-hot convolution: 10.8 "MFLOPs" for the ECCV trunk's 7.9 useful).
+    """
+    spec = TRUNK_SPECS[_check_trunk(model.trunk)]
+    side, channels, macs = spec["input_size"], 1, 0
+    for i, (filters, k) in enumerate(spec["layers"]):
+        side = side - k + 1
+        macs += side * side * k * k * channels * filters
+        channels = filters
+        if i < 3:
+            side //= 2
+    features = model.features or spec["features"]
+    macs += side * side * channels * features
+    macs += features * (2 * model.num_landmarks + sum((model.aux_tasks or {}).values()))
+    return 2 * macs
+
+
 def _check_trunk(trunk: str) -> str:
     if trunk not in TRUNK_SPECS:
         raise ValueError(f"unknown trunk {trunk!r}; choose one of {sorted(TRUNK_SPECS)}")

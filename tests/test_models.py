@@ -271,3 +271,17 @@ class ForwardVariantsTest(chex.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+def test_forward_flops_counts_each_layers_multiply_adds():
+    # Report trunk, 68 points: conv1 56*56*25*20 + conv2 24*24*500*48 + conv3 10*10*432*64
+    # + conv4 3*3*576*80 + fc 720*512 + head 512*136 multiply-adds: the 38.0 MFLOPs a face.
+    report = models.make_model(68, [], "report", "relu")
+    assert models.forward_flops(report) == 2 * 19_009_792
+    from experiments.benchmark_inference import MFLOPS_PER_FACE
+    assert round(models.forward_flops(report) / 1e6, 1) == MFLOPS_PER_FACE
+    # ECCV trunk with the four auxiliary heads (5 + 2 + 2 + 2 classes): locally connected layers cost
+    # the same multiply-adds as shared ones of the same shape.
+    eccv = models.make_model(5, ["pose", "gender", "glasses", "smile"], "eccv", "abs_tanh")
+    assert models.forward_flops(eccv) == 2 * (36 * 36 * 25 * 20 + 16 * 16 * 180 * 48 + 6 * 6 * 432 * 64
+                                       + 2 * 2 * 256 * 80 + 320 * 100 + 100 * 21)
