@@ -139,6 +139,13 @@ def finetune(config, workdir: str, splits: sources.Splits | None = None,
         summary["slices"] = res["single"]["slices"]
         summary["averaged"] = {k: v for k, v in res.items() if k != "single"}
         summary["averaged"]["single_nme"] = res["single"]["nme"]  # must equal test.nme
+        # 300-W's common / challenging subsets (test is 'full'): single vs Averaged on each.
+        summary["averaged"]["extra_tests"] = {}
+        for name, dataset in splits.extra_tests.items():
+            extra = evaluate_averaged(workdir, dataset, offsets, int(config.eval_batch_size))
+            summary["averaged"]["extra_tests"][name] = {
+                f"{kind}_{key}": extra[kind][key]
+                for kind in ("single", "averaged") for key in ("nme", "failure_rate")}
         logging.info("test NME single %.4f, averaged over %d translations %.4f",
                      res["single"]["nme"], len(offsets), res["averaged"]["nme"])
     else:

@@ -123,6 +123,10 @@ def test_frozen_finetune_keeps_the_trunk_and_writes_the_summary(pretrain_dir, sp
     assert {"common", "challenging"} <= set(test) and test["common"]["num_faces"] == 8
     assert on_disk["slices"]["occluded"]["num_faces"] == 6
     assert on_disk["averaged"]["sharing"]["translations"] == 5
+    common = on_disk["averaged"]["extra_tests"]["common"]
+    np.testing.assert_allclose(common["single_nme"], test["common"]["nme"], rtol=1e-4)
+    assert common["averaged_nme"] != common["single_nme"]
+    assert sorted(on_disk["averaged"]["extra_tests"]) == ["challenging", "common"]
     # The single pass of the averaging module reproduces the training loop's test NME.
     np.testing.assert_allclose(on_disk["averaged"]["single_nme"], test["nme"], rtol=1e-4)
 
