@@ -280,8 +280,9 @@ class Predictor:
     def decode(self, out: Mapping[str, np.ndarray], boxes_Nx4: np.ndarray) -> list[Face]:
         """Faces from network outputs: box-normalised (u, v) -> pixels, probabilities -> labels."""
         boxes_Nx4 = np.asarray(boxes_Nx4, np.float32).reshape(-1, 4)
-        # The official tool works on the box rounded to whole pixels (see official.predict_official).
-        geo_Nx4 = np.round(boxes_Nx4) if self.preprocessing == "official" else boxes_Nx4
+        # The official tool crops, and maps back to, a whole-pixel square (official.tool_box).
+        geo_Nx4 = (np.array([official.tool_box(b) for b in boxes_Nx4], np.float32).reshape(-1, 4)
+                   if self.preprocessing == "official" else boxes_Nx4)
         lm_NxKx2 = np.asarray(out["landmarks"], np.float32)
         pix_NxKx2 = geo_Nx4[:, None, :2] + lm_NxKx2 * geo_Nx4[:, None, 2:]
         faces = []
