@@ -88,13 +88,12 @@ def landmark_summary(lm_norm_NxKx2: np.ndarray, dataset) -> dict[str, Any]:
     return out
 
 
-def compare_grids(workdir: str, dataset, grids: Mapping[str, np.ndarray],
-                  batch_size: int = 250) -> dict[str, Any]:
-    """Single pass and TCDCN-Averaged on each translation grid, for a workdir's latest checkpoint.
+def grid_summaries(model, params: dict[str, Any], dataset, grids: Mapping[str, np.ndarray],
+                   batch_size: int = 250) -> dict[str, Any]:
+    """Single pass and TCDCN-Averaged on each translation grid (none: the single pass alone).
 
     Returns {'single': summary, 'grids': {name: summary + translations (+ sharing)}, 'mode'}.
     """
-    model, params, _ = checkpointing.load_model(workdir)
     single = averaging.predict_dataset(model, params, dataset["image"], dataset["box"],
                                        np.zeros((1, 2), np.int32), batch_size)
     result = {"single": landmark_summary(single, dataset), "grids": {},
@@ -110,16 +109,11 @@ def compare_grids(workdir: str, dataset, grids: Mapping[str, np.ndarray],
     return result
 
 
-def evaluate_averaged(workdir: str, dataset, offsets_Tx2: np.ndarray,
-                      batch_size: int = 250) -> dict[str, Any]:
-    """Single pass vs TCDCN-Averaged on `dataset` for a workdir's latest checkpoint."""
-    res = compare_grids(workdir, dataset, {"averaged": offsets_Tx2}, batch_size)
-    avg = res["grids"]["averaged"]
-    result = {"single": res["single"], "averaged": avg, "mode": res["mode"]}
-    if "sharing" in avg:
-        result["sharing"] = avg.pop("sharing")
-    avg.pop("translations")
-    return result
+def compare_grids(workdir: str, dataset, grids: Mapping[str, np.ndarray],
+                  batch_size: int = 250) -> dict[str, Any]:
+    """grid_summaries for a workdir's latest checkpoint."""
+    model, params, _ = checkpointing.load_model(workdir)
+    return grid_summaries(model, params, dataset, grids, batch_size)
 
 
 def finetune(config, workdir: str, splits: sources.Splits | None = None,
@@ -133,26 +127,29 @@ def finetune(config, workdir: str, splits: sources.Splits | None = None,
                                        allow_config_change=allow_config_change)
     summary["init_from"] = config.init_from or None
     avg_cfg = config.averaging
-    offsets = averaging.grid_offsets(int(avg_cfg.step_px), int(avg_cfg.radius))
+    grids = ({"averaged": averaging.grid_offsets(int(avg_cfg.step_px), int(avg_cfg.radius))}
+             if avg_cfg.enabled else {})
+    model, params, _ = checkpointing.load_model(workdir)
+    batch = int(config.eval_batch_size)
+    res = grid_summaries(model, params, splits.test, grids, batch)
+    summary["slices"] = res["single"]["slices"]
     if avg_cfg.enabled:
-        res = evaluate_averaged(workdir, splits.test, offsets, int(config.eval_batch_size))
-        summary["slices"] = res["single"]["slices"]
-        summary["averaged"] = {k: v for k, v in res.items() if k != "single"}
+        avg = dict(res["grids"]["averaged"])
+        summary["averaged"] = {"averaged": avg, "mode": res["mode"]}
+        if "sharing" in avg:
+            summary["averaged"]["sharing"] = avg.pop("sharing")
+        translations = avg.pop("translations")
         summary["averaged"]["single_nme"] = res["single"]["nme"]  # must equal test.nme
         # 300-W's common / challenging subsets (test is 'full'): single vs Averaged on each.
         summary["averaged"]["extra_tests"] = {}
         for name, dataset in splits.extra_tests.items():
-            extra = evaluate_averaged(workdir, dataset, offsets, int(config.eval_batch_size))
+            extra = grid_summaries(model, params, dataset, grids, batch)
+            one, many = extra["single"], extra["grids"]["averaged"]
             summary["averaged"]["extra_tests"][name] = {
-                f"{kind}_{key}": extra[kind][key]
-                for kind in ("single", "averaged") for key in ("nme", "failure_rate")}
+                "single_nme": one["nme"], "single_failure_rate": one["failure_rate"],
+                "averaged_nme": many["nme"], "averaged_failure_rate": many["failure_rate"]}
         logging.info("test NME single %.4f, averaged over %d translations %.4f",
-                     res["single"]["nme"], len(offsets), res["averaged"]["nme"])
-    else:
-        model, params, _ = checkpointing.load_model(workdir)
-        single = averaging.predict_dataset(model, params, splits.test["image"], splits.test["box"],
-                                           np.zeros((1, 2), np.int32), int(config.eval_batch_size))
-        summary["slices"] = landmark_summary(single, splits.test)["slices"]
+                     res["single"]["nme"], translations, avg["nme"])
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
