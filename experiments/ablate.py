@@ -11,10 +11,10 @@ Rerunning the same command resumes: finished runs are kept, a half-done one cont
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tcdcn_jax import ablation
+from tcdcn_jax.studies import ablation
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/pretrain.py", "Base config; each variant overrides aux_tasks "
+    "config", "tcdcn_jax/configs/pretrain.py", "Base config; each variant overrides aux_tasks "
     "(and early_stopping) and the seed.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Where the runs and the report go.")
 _VARIANTS = flags.DEFINE_list("variants", list(ablation.VARIANTS), "Variants to train.")

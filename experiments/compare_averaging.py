@@ -19,7 +19,9 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from tcdcn_jax import averaging, checkpointing, transfer
+from tcdcn_jax.model import averaging
+from tcdcn_jax.train import checkpoints
+from tcdcn_jax.train import transfer
 from tcdcn_jax.data import sources
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Fine-tuned workdirs (glob patterns allowed).",
@@ -79,7 +81,7 @@ def main(argv):
     results = {}
     for i, workdir in enumerate(workdirs):
         try:
-            config = checkpointing.read_config(workdir)
+            config = checkpoints.read_config(workdir)
         except FileNotFoundError as e:
             sys.exit(f"error: {workdir}: {e}")
         logging.info("[%d/%d] %s", i + 1, len(workdirs), workdir)

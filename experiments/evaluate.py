@@ -4,7 +4,7 @@ CED and its AUC up to 0.10, written as eval.json plus PNGs (CED, per-landmark ba
   python -m experiments.evaluate --workdir=runs/smoke [--dataset=synthetic --split=test --data_dir=D]
 
 Outputs go to --out_dir (default WORKDIR/eval_<dataset>_<split>). The work is
-tcdcn_jax.eval_report.evaluate_workdir.
+tcdcn_jax.eval.report.evaluate_workdir.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 from absl import app, flags, logging
 
-from tcdcn_jax import eval_report
+from tcdcn_jax.eval import report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).",
                                required=True)
@@ -29,7 +29,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
-    r = eval_report.evaluate_workdir(_WORKDIR.value, _DATASET.value, _SPLIT.value, _DATA_DIR.value,
+    r = report.evaluate_workdir(_WORKDIR.value, _DATASET.value, _SPLIT.value, _DATA_DIR.value,
                                      _OUT_DIR.value, _NUM_FACES.value, _BATCH.value)
     logging.info("%s/%s: NME %.4f, failure rate %.3f, AUC@0.10 %.3f, accuracy %s; wrote %s",
                  r["dataset"], r["split"], r["nme"], r["failure_rate"], r["auc"], r["accuracy"],

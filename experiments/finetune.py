@@ -6,10 +6,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tcdcn_jax import train, transfer
+from tcdcn_jax.train import loop
+from tcdcn_jax.train import transfer
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/finetune.py", "Python config file (get_config()).",
+    "config", "tcdcn_jax/configs/finetune.py", "Python config file (get_config()).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/finetune", "Where checkpoints and metrics go.")
 _ALLOW_CHANGE = flags.DEFINE_bool(
@@ -22,7 +23,7 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     try:
         transfer.finetune(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
-    except (train.ConfigMismatchError, FloatingPointError, FileNotFoundError, ValueError) as e:
+    except (loop.ConfigMismatchError, FloatingPointError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -6,10 +6,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.common import parse_flags
-from tcdcn_jax import distributed, train
+from tcdcn_jax.train import distributed
+from tcdcn_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/pretrain.py", "Python config file (get_config()).",
+    "config", "tcdcn_jax/configs/pretrain.py", "Python config file (get_config()).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pretrain", "Where checkpoints and metrics go.")
 _ALLOW_CHANGE = flags.DEFINE_bool(
@@ -23,9 +24,9 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     distributed.initialize_from_flags()
     try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+        loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                  allow_config_change=_ALLOW_CHANGE.value)
-    except (train.ConfigMismatchError, FloatingPointError) as e:
+    except (loop.ConfigMismatchError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -17,10 +17,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tcdcn_jax import train, transfer_study
+from tcdcn_jax.train import loop
+from tcdcn_jax.studies import transfer_study
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/finetune.py:study", "Study config (get_config('study')).",
+    "config", "tcdcn_jax/configs/finetune.py:study", "Study config (get_config('study')).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/transfer_study", "Where every run and the report go.")
 
@@ -29,10 +30,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
-    train.quiet_library_logs()
+    loop.quiet_library_logs()
     try:
         transfer_study.run_study(_CONFIG.value, _WORKDIR.value)
-    except (train.ConfigMismatchError, FloatingPointError, FileNotFoundError, ValueError) as e:
+    except (loop.ConfigMismatchError, FloatingPointError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     with open(os.path.join(_WORKDIR.value, "transfer.md")) as f:
         print(f.read())

@@ -40,14 +40,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ml_collections import config_flags
 
-from tcdcn_jax import cli
+from tcdcn_jax.photos import cli
 from tcdcn_jax.data import aflw, celeba, ibug300w, mtfl, wflw
 from tcdcn_jax.data.image_io import DataError
 from tcdcn_jax.data.tfds_common import Face, read_lines
-from tcdcn_jax.predict import check_box
+from tcdcn_jax.photos.predictor import check_box
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-PRETRAIN_CONFIG = REPO / "experiments" / "configs" / "pretrain.py"
+from tests.support import REPO
+PRETRAIN_CONFIG = REPO / "tcdcn_jax" / "configs" / "pretrain.py"
 ROOT = pathlib.Path("/data/root")
 ANN = pathlib.Path("/data/root/ann.txt")
 

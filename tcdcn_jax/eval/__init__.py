@@ -1,0 +1,1 @@
+"""Evaluation: metrics, predicting over a dataset, reports, plots, task relatedness."""

@@ -1,0 +1,1 @@
+"""Photos in, points out: the Predictor, face detection, the authors' weights, export, the `tcdcn` command."""

@@ -1,0 +1,1 @@
+"""Studies built from many runs: the paper's ablation and the 5 -> 68 transfer study."""

@@ -1,0 +1,337 @@
+"""train_and_evaluate(config, workdir): the training loop shared by pretraining and fine-tuning.
+
+Leaves in workdir: checkpoints/ (orbax), metrics.jsonl (one line per evaluation), tb/ (TensorBoard
+scalars), config.json and, at the end, summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from tcdcn_jax.train import checkpoints
+from tcdcn_jax.train import distributed
+from tcdcn_jax.train import early_stopping
+from tcdcn_jax.eval import evaluate
+from tcdcn_jax.train import losses
+from tcdcn_jax.model import networks
+from tcdcn_jax.train import steps as steps_lib
+from tcdcn_jax.train import state as ts
+from tcdcn_jax.data import augment, sources
+from tcdcn_jax.data.pipeline import BatchIterator
+from tcdcn_jax.layouts import get_layout
+
+
+def aux_task_names(config) -> tuple[str, ...]:
+    """config.aux_tasks as a tuple: a comma-separated string ('' for none) or a sequence."""
+    tasks = config.aux_tasks
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    return tuple(tasks)
+
+
+def _augment_config(config) -> augment.AugmentConfig:
+    a = config.augment
+    return augment.AugmentConfig(max_shift=a.max_shift, max_rotation_deg=a.max_rotation_deg,
+                                 scale_range=(a.scale_min, a.scale_max), flip=a.flip)
+
+
+def _check_config(config, splits: sources.Splits, aux_tasks: tuple[str, ...]) -> None:
+    for key in ("num_steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
+        if int(config[key]) < 1:
+            raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
+    missing = [t for t in aux_tasks if t not in splits.train.arrays]
+    if missing:
+        raise ValueError(f"dataset {config.dataset!r} has no labels for auxiliary tasks {missing}")
+    early_stopping.check_hparams(config.es_strip, config.es_epsilon)
+
+
+# Fields that may change between a run and its resumption: they do not change what is trained.
+RESUMABLE_FIELDS = ("eval_every", "log_every", "checkpoint_every", "eval_batch_size", "data_dir")
+
+
+class ConfigMismatchError(ValueError):
+    """The workdir holds a run with another config."""
+
+
+def check_resumable(config, workdir: str, allow_config_change: bool = False) -> None:
+    """Refuses to continue a workdir's run under a different config (unless told to)."""
+    path = os.path.join(workdir, "config.json")
+    if allow_config_change or not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    new = json.loads(config.to_json())
+    diff = sorted(k for k in set(old) | set(new)
+                  if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k))
+    if diff:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise ConfigMismatchError(
+            f"{workdir} holds a run with a different config ({details}). Use another --workdir, or "
+            "pass --allow_config_change to resume it under the new config.")
+
+
+class _Logger:
+    """metrics.jsonl, TensorBoard scalars and the progress line."""
+
+    def __init__(self, workdir: str, start_step: int):
+        from tensorboardX import SummaryWriter
+
+        if not distributed.is_primary():  # one writer per run; other processes log to the console
+            workdir = os.path.join(workdir, f"process_{jax.process_index()}")
+            os.makedirs(workdir, exist_ok=True)
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(path):  # drop records a killed run wrote after its last checkpoint
+            with open(path) as f:
+                kept = [l for l in f if l.strip() and json.loads(l)["step"] <= start_step]
+            with open(path, "w") as f:
+                f.writelines(kept)
+        self.jsonl = open(path, "a")
+        self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.tb.add_scalar(name, value, step)
+
+    def record(self, record: dict[str, Any]) -> None:
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+
+    def close(self) -> None:
+        self.jsonl.close()
+        self.tb.close()
+
+
+def quiet_library_logs() -> None:
+    """Keeps orbax's per-save INFO chatter out of the progress log (warnings still show)."""
+    import logging as pylogging
+
+    def keep(record: pylogging.LogRecord) -> bool:
+        return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+
+    pylogging.getLogger("absl").addFilter(keep)
+
+
+def _fail_if_not_finite(step: int, values: dict[str, float]) -> None:
+    bad = [name for name, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"non-finite loss at step {step} in {', '.join(bad)}: {values}; "
+                                 "the last good checkpoint is kept")
+
+
+class _StopSignal:
+    """Turns SIGTERM into a flag the loop checks, so the run can checkpoint before it exits."""
+
+    def __init__(self):
+        self.received = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def build(config, splits: sources.Splits):
+    """The model, step config and fresh train state a config describes."""
+    aux_tasks = aux_task_names(config)
+    _check_config(config, splits, aux_tasks)
+    model = networks.make_model(splits.num_landmarks, aux_tasks, config.trunk, config.activation,
+                              config.features or None, config.learn_task_weights)
+    size = networks.input_size(config.trunk)
+    tx = ts.make_optimizer(config.optimizer, config.learning_rate, config.num_steps,
+                           config.schedule, config.warmup_steps, config.momentum,
+                           config.get("trunk_lr_multiplier", 1.0))
+    state = ts.create(model, tx, jax.random.PRNGKey(config.seed), size, aux_tasks, config.es_strip)
+    flip_perm = get_layout(splits.num_landmarks).flip_perm if config.augment.flip else None
+    step_cfg = steps_lib.StepConfig(
+        aux_tasks=aux_tasks, task_lambdas=tuple(float(config.task_lambda) for _ in aux_tasks),
+        weight_decay=float(config.weight_decay), input_size=size, augment=_augment_config(config),
+        flip_perm=tuple(flip_perm) if flip_perm is not None else None)
+    return model, step_cfg, state
+
+
+def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = None,
+                       init_params=None, allow_config_change: bool = False) -> dict[str, Any]:
+    """Trains (resuming from workdir's latest checkpoint), evaluates on the test split, writes summary.json.
+
+    `init_params`, when given, replaces the fresh params before training (transfer); a resumed run
+    ignores it, since its checkpoint already holds the trained params. SIGTERM or Ctrl-C saves a
+    checkpoint, then ends the run with KeyboardInterrupt.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    quiet_library_logs()
+    check_resumable(config, workdir, allow_config_change)
+    devices = jax.devices()
+    logging.info("devices: %d x %s (%s)", len(devices), devices[0].device_kind, devices[0].platform)
+    t_start = time.time()
+    splits = splits or sources.load(config)
+    _, step_cfg, state = build(config, splits)
+    if init_params is not None:
+        state = state.replace(params=init_params, opt_state=state.tx.init(init_params))
+    if distributed.is_primary():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json(indent=2))
+
+    mngr = checkpoints.manager(workdir)
+    restored = checkpoints.restore_latest(mngr, state)
+    if restored is not None:
+        state = restored
+        logging.info("resumed from step %d", int(state.step))
+    runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
+    loop = _Loop(config, workdir, splits, step_cfg, runner, mngr, int(state.step))
+    with _StopSignal() as stop:
+        state = loop.run(runner.put_state(state), stop)
+
+    summary = {
+        "steps": int(state.step),
+        "seconds": round(time.time() - t_start, 1),
+        "devices": f"{len(devices)} x {devices[0].device_kind}",
+        "test": loop.test(state),
+        "task_stopped_at": {t: (int(s) if s >= 0 else None) for t, s in
+                            zip(step_cfg.aux_tasks, jax.device_get(state.task_stop.stopped_at_A))},
+    }
+    for name, dataset in splits.extra_tests.items():
+        summary["test"][name] = loop.test(state, dataset)
+    if distributed.is_primary():
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    test = summary["test"]
+    logging.info("test NME %.4f (mean shape %.4f), failure rate %.3f; tasks stopped at %s",
+                 test["nme"], test["mean_shape_nme"], test["failure_rate"],
+                 summary["task_stopped_at"])
+    return summary
+
+
+class _Loop:
+    """The steps between start and config.num_steps: train, log, evaluate + early stopping, save."""
+
+    def __init__(self, config, workdir, splits, step_cfg, runner, mngr, start_step):
+        self.config, self.splits, self.cfg, self.runner, self.mngr = (
+            config, splits, step_cfg, runner, mngr)
+        self.aux = step_cfg.aux_tasks
+        self.start = start_step
+        self.log = _Logger(workdir, start_step)
+        self.es_update = jax.jit(early_stopping.update, static_argnames="epsilon")
+        self.epsilon = float(config.es_epsilon) if config.early_stopping else math.inf
+        self.lambda_fixed = jnp.asarray(step_cfg.task_lambdas, jnp.float32)
+        self.lm_sum, self.lm_count = jnp.zeros(()), 0  # main-task training loss of the period
+        self.train_probe = None
+        if config.get("es_train_loss", "running") == "probe":
+            n = min(len(splits.train), len(splits.validation))
+            self.train_probe = splits.train.subset(np.arange(n))
+        elif config.get("es_train_loss", "running") != "running":
+            raise ValueError(f"config.es_train_loss must be 'probe' or 'running', "
+                             f"got {config.es_train_loss!r}")
+        self.t_log, self.step_log = time.time(), start_step
+
+    def run(self, state, stop: _StopSignal):
+        c = self.config
+        batches = BatchIterator(self.splits.train, int(c.batch_size), int(c.seed))
+        try:
+            for step in range(self.start, int(c.num_steps)):
+                batch = self.runner.put_batch(batches.batch_at(step))
+                state, m = self.runner.train(state, batch)
+                self.lm_sum, self.lm_count = self.lm_sum + m["landmark_loss"], self.lm_count + 1
+                done = step + 1
+                last = done == c.num_steps
+                if done % c.log_every == 0 or last:
+                    self._log_progress(done, state, m)
+                if done % c.eval_every == 0 or last:
+                    state = self._evaluate(done, state)
+                if done % c.checkpoint_every == 0 or last:
+                    self._save(done, state, m)
+                if stop.received:
+                    raise KeyboardInterrupt(f"SIGTERM at step {done}")
+        except KeyboardInterrupt:
+            if int(state.step) > max(self.start, self.mngr.latest_step() or 0):
+                logging.warning("interrupted: saving a checkpoint at step %d", int(state.step))
+                self._save(int(state.step), state, m)
+            raise
+        finally:
+            self.log.close()
+        return state
+
+    def _host_losses(self, m) -> dict[str, float]:
+        host = {k: float(v) for k, v in jax.device_get(m).items() if np.ndim(v) == 0}
+        if self.aux:
+            host.update({f"train_{t}": float(v) for t, v in
+                         zip(self.aux, jax.device_get(m["task_losses_A"]))})
+        return host
+
+    def _save(self, done: int, state, m) -> None:
+        # A bad state never replaces the last good checkpoint.
+        _fail_if_not_finite(done, self._host_losses(m))
+        checkpoints.save(self.mngr, state)
+
+    def _log_progress(self, done: int, state, m) -> None:
+        host = self._host_losses(m)
+        _fail_if_not_finite(done, host)
+        self.log.scalars(done, {f"train/{k}": v for k, v in host.items()})
+        rate = (done - self.step_log) / max(time.time() - self.t_log, 1e-9)
+        self.t_log, self.step_log = time.time(), done
+        on = [t for t, s in zip(self.aux, jax.device_get(state.task_stop.stopped_A)) if not s]
+        logging.info("step %d/%d loss %.5f landmarks %.5f %s| %.1f steps/s | tasks on: %s",
+                     done, self.config.num_steps, host["loss"], host["landmark_loss"],
+                     "".join(f"{t} {host['train_' + t]:.3f} " for t in self.aux), rate,
+                     ",".join(on) or "-")
+
+    def _evaluate(self, done: int, state):
+        """Validation pass; its auxiliary losses feed Eq. 5; one metrics.jsonl record."""
+        ts_ = state.task_stop
+        period_train = jax.device_get(ts_.period_sum_A / jnp.maximum(ts_.period_steps, 1))
+        pred = evaluate.predict(self.runner, state.params, state.apply_fn, self.splits.validation,
+                                  int(self.config.eval_batch_size))
+        val = evaluate.summarise(pred, self.splits.validation, self.aux)
+        crit = np.zeros(len(self.aux))
+        if self.aux:
+            if self.train_probe is not None:  # E_tr measured like E_val: same size, no augmentation
+                probe = evaluate.predict(self.runner, state.params, state.apply_fn,
+                                           self.train_probe, int(self.config.eval_batch_size))
+                period_train = np.asarray([np.mean(probe[f"loss/{t}"]) for t in self.aux])
+            val_A = jnp.asarray([val["loss"][t] for t in self.aux], jnp.float32)
+            lam_A = losses.task_lambdas(state.params, self.lambda_fixed)
+            task_stop, crit = self.es_update(
+                ts_, val_A, lam_A, state.step, epsilon=self.epsilon,
+                train_loss_A=(None if self.train_probe is None
+                              else jnp.asarray(period_train, jnp.float32)))
+            state = state.replace(task_stop=task_stop)
+        stopped = jax.device_get(state.task_stop.stopped_A)
+        self.log.record({
+            "step": done,
+            "train_loss": {"landmarks": float(self.lm_sum) / max(self.lm_count, 1),
+                           **{t: float(v) for t, v in zip(self.aux, period_train)}},
+            "val_loss": val["loss"], "val_nme": val["nme"],
+            "val_failure_rate": val["failure_rate"], "val_accuracy": val["accuracy"],
+            "tasks_on": [t for t, s in zip(self.aux, stopped) if not s],
+            "criterion": {t: float(c) for t, c in zip(self.aux, jax.device_get(crit))},
+        })
+        self.lm_sum, self.lm_count = jnp.zeros(()), 0
+        self.log.scalars(done, {"val/nme": val["nme"],
+                                **{f"val/loss_{k}": v for k, v in val["loss"].items()}})
+        logging.info("eval step %d: val NME %.4f failure %.3f losses %s", done, val["nme"],
+                     val["failure_rate"], {k: round(v, 4) for k, v in val["loss"].items()})
+        return state
+
+    def test(self, state, dataset=None) -> dict[str, Any]:
+        dataset = dataset if dataset is not None else self.splits.test
+        pred = evaluate.predict(self.runner, state.params, state.apply_fn, dataset,
+                                  int(self.config.eval_batch_size))
+        return evaluate.summarise(pred, dataset, self.aux, sources.mean_shape(self.splits.train))

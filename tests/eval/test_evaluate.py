@@ -1,0 +1,97 @@
+"""report.evaluate_workdir (and the experiments.evaluate main) on a checkpoint whose heads are set
+by hand: the landmark head outputs the training mean shape whatever the face, the pose head always says
+frontal, so every number is known."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tcdcn_jax.configs.pretrain import get_config
+from tcdcn_jax.train import checkpoints
+from tcdcn_jax.eval import report
+from tcdcn_jax.eval import evaluate
+from tcdcn_jax.eval import metrics
+from tcdcn_jax.train import loop
+from tcdcn_jax.data import sources
+from tcdcn_jax.layouts import get_layout
+from tests.support import REPO
+
+FRONTAL = 2
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    c = get_config()
+    c.update(num_train=64, num_val=32, num_test=40, image_size=48, data_dir=str(root / "data"),
+             batch_size=16, eval_batch_size=16, num_steps=8, warmup_steps=2)
+    splits = sources.load(c)
+    _, _, state = loop.build(c, splits)
+    params = jax.device_get(state.params)
+    mean_Kx2 = sources.mean_shape(splits.train)
+    heads = params["heads"]
+    heads["landmarks"] = {"kernel": np.zeros_like(heads["landmarks"]["kernel"]),
+                          "bias": mean_Kx2.reshape(-1).astype(np.float32)}
+    heads["pose"] = {"kernel": np.zeros_like(heads["pose"]["kernel"]),
+                     "bias": np.eye(5, dtype=np.float32)[FRONTAL] * 5}
+    state = state.replace(params=jax.tree_util.tree_map(jnp.asarray, params))
+    path = root / "run"
+    os.makedirs(path)
+    (path / "config.json").write_text(c.to_json())
+    checkpoints.save(checkpoints.manager(str(path)), state)
+    return str(path), splits, mean_Kx2
+
+
+def test_evaluate_numbers_match_the_hand_set_model(workdir):
+    path, splits, mean_Kx2 = workdir
+    r = report.evaluate_workdir(path, num_faces=6)
+    test = splits.test
+    true_px = test["landmarks"].astype(np.float64)
+    mean_px = evaluate.to_pixels(np.broadcast_to(mean_Kx2, true_px.shape), test["box"])
+    expected_N = metrics.nme_per_face(mean_px, true_px, get_layout(5))
+    assert r["num_faces"] == 40 and r["split"] == "test" and r["checkpoint_step"] == 0
+    np.testing.assert_allclose(r["per_face_nme"], expected_N, rtol=1e-5)
+    np.testing.assert_allclose(r["nme"], r["mean_shape_nme"], rtol=1e-5)
+    np.testing.assert_allclose(r["failure_rate"], np.mean(expected_N > 0.10))
+    np.testing.assert_allclose(r["auc"], metrics.auc(expected_N), rtol=1e-5, atol=1e-9)
+    assert r["accuracy"]["pose"] == pytest.approx(np.mean(test["pose"] == FRONTAL))
+    assert set(r["accuracy"]) == {"pose", "gender", "glasses", "smile"}
+    assert len(r["per_landmark_nme"]) == 5 and len(r["per_pose_nme"]) == 5
+    assert r["point_names"] == ["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"]
+    ced = r["ced"]
+    assert ced["thresholds"][0] == 0 and ced["thresholds"][-1] == pytest.approx(0.10)
+    assert np.all(np.diff(ced["fraction"]) >= 0)
+    assert ced["fraction"][-1] == pytest.approx(1 - r["failure_rate"])
+
+    out = os.path.join(path, "eval_synthetic_test")
+    saved = json.loads(open(os.path.join(out, "eval.json")).read())
+    assert saved["nme"] == r["nme"]
+    for name in ("ced.png", "per_landmark.png", "faces.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 1000
+
+
+def test_evaluate_other_split_and_bad_split(workdir, tmp_path):
+    path, splits, _ = workdir
+    r = report.evaluate_workdir(path, split="validation", out_dir=str(tmp_path / "val"),
+                                     num_faces=3)
+    assert r["num_faces"] == len(splits.validation) == 32
+    assert (tmp_path / "val" / "faces.png").exists()
+    with pytest.raises(ValueError, match="unknown split"):
+        report.evaluate_workdir(path, split="holdout", out_dir=str(tmp_path / "x"))
+
+
+def test_command_line(workdir, tmp_path):
+    path, _, _ = workdir
+    out = tmp_path / "cli"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.evaluate", f"--workdir={path}", "--split=validation",
+         f"--out_dir={out}", "--num_faces=4"], capture_output=True, text=True,
+        cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "eval.json").read_text())["num_faces"] == 32
