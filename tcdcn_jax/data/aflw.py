@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from tcdcn_jax.data.image_io import DataError
-from tcdcn_jax.data.tfds_common import UNKNOWN, Face, FaceBuilder, Item, parse_floats
+from tcdcn_jax.data.tfds_common import UNKNOWN, AnnotatedFace, FaceBuilder, Item, parse_floats
 
 FIVE_CODES = ("LEC", "REC", "NC", "MLC", "MRC")
 FRONTAL_DEG, PROFILE_DEG = 15.0, 45.0
@@ -121,8 +121,9 @@ def list_faces(root: pathlib.Path) -> list[Item]:
         sex, glasses = meta_row if meta_row else (None, None)
         labels["gender"] = {"m": 1, "f": 0}.get(str(sex).strip().lower(), UNKNOWN)
         labels["glasses"] = int(glasses) if glasses in (0, 1) else UNKNOWN
-        items.append(Face(image_path=str(image_root / filepath), file=f"flickr/{filepath}",
-                          landmarks=xy, where=at, labels=labels, source_box=rect))
+        items.append(AnnotatedFace(image_path=str(image_root / filepath),
+                                   file=f"flickr/{filepath}", landmarks=xy, where=at,
+                                   labels=labels, source_box=rect))
     return items
 
 

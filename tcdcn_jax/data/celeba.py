@@ -24,7 +24,7 @@ import pathlib
 import numpy as np
 
 from tcdcn_jax.data.image_io import DataError, where
-from tcdcn_jax.data.tfds_common import Face, FaceBuilder, Item, parse_floats, read_lines
+from tcdcn_jax.data.tfds_common import AnnotatedFace, FaceBuilder, Item, parse_floats, read_lines
 
 NUM_ATTRIBUTES = 40
 LABEL_ATTRIBUTES = {"gender": "Male", "glasses": "Eyeglasses", "smile": "Smiling"}
@@ -143,7 +143,7 @@ class _CelebABase(FaceBuilder, skip_registration=True):
         return out
 
     def _face(self, name, listed_at, image_dir, lm_path, landmarks, attr_path, attributes,
-              attr_names, boxes_by_name) -> Face:
+              attr_names, boxes_by_name) -> AnnotatedFace:
         if name not in landmarks:
             raise DataError(f"{listed_at}: {name} has no row in {lm_path}")
         if name not in attributes:
@@ -161,9 +161,9 @@ class _CelebABase(FaceBuilder, skip_registration=True):
                 raise DataError(f"{listed_at}: {name} has no row in list_bbox_celeba.txt")
             b_line, b_values = boxes_by_name[name]
             source_box = parse_floats(b_values, f"list_bbox_celeba.txt:{b_line}", "a box value")
-        return Face(image_path=str(image_dir / name), file=name, landmarks=xy,
-                    where=where(lm_path, line), labels=labels, extra={"attributes": attrs},
-                    source_box=source_box)
+        return AnnotatedFace(image_path=str(image_dir / name), file=name, landmarks=xy,
+                             where=where(lm_path, line), labels=labels,
+                             extra={"attributes": attrs}, source_box=source_box)
 
 
 class TcdcnCeleba(_CelebABase):

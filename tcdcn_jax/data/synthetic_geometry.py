@@ -17,7 +17,9 @@ from typing import Mapping
 
 import numpy as np
 
-POSE_YAW_DEG = np.array([-60.0, -30.0, 0.0, 30.0, 60.0], np.float32)
+from tcdcn_jax import tasks
+
+POSE_YAW_DEG = np.array(tasks.POSE_YAW_DEG, np.float32)  # each pose class's yaw, before the jitter
 POSE_PRIOR = np.array([0.12, 0.2, 0.36, 0.2, 0.12])
 YAW_JITTER_DEG = 12.0
 
