@@ -7,8 +7,8 @@ Conventions (every module maps points and pixels through these functions):
   v = (y - top) / height, so [0, 1] x [0, 1] covers the box edge to edge (`to_box`, `to_pixels`).
   The network reads and writes landmarks in (u, v).
 - Crop grid: pixel (row r, col c) of the S x S crop samples the point u = (c + 0.5) / S,
-  v = (r + 0.5) / S, so a point at (u, v) sits at crop pixel (u * S - 0.5, v * S - 0.5). A crop with a
-  margin of m pixels is the same grid run from c = -m to S + m - 1 (`grid_uv`): its pixel
+  v = (r + 0.5) / S, so a point at (u, v) sits at crop pixel (u * S - 0.5, v * S - 0.5). A crop
+  with a margin of m pixels is the same grid run from c = -m to S + m - 1 (`grid_uv`): its pixel
   (r + m, c + m) is the plain crop's pixel (r, c), bit for bit.
 - Warp (augmentation moves the face inside a fixed box, in pixel space, so a rotation stays a true
   rotation when the box is not square): a photo point p goes to
@@ -54,7 +54,8 @@ class Warp(NamedTuple):
 
 def identity_warp(batch: int) -> Warp:
     """No movement: the crop is just the box resampled (evaluation, prediction)."""
-    return Warp(shift_Bx2=jnp.zeros((batch, 2), jnp.float32), angle_B=jnp.zeros((batch,), jnp.float32),
+    return Warp(shift_Bx2=jnp.zeros((batch, 2), jnp.float32),
+                angle_B=jnp.zeros((batch,), jnp.float32),
                 scale_B=jnp.ones((batch,), jnp.float32), flip_B=jnp.zeros((batch,), bool))
 
 
@@ -70,13 +71,14 @@ def to_pixels(points_uv_NxKx2, box_Nx4):
 
 
 def shift_to_box(lm_win_BxTxKx2: jax.Array, offsets_Tx2: np.ndarray, size: int) -> jax.Array:
-    """Landmarks of crop windows moved by (dx, dy) crop pixels -> the box frame: u = u_win + dx / S."""
+    """Landmarks of crop windows moved by (dx, dy) crop pixels -> the box frame:
+    u = u_win + dx / S, v = v_win + dy / S."""
     shift_Tx2 = jnp.asarray(offsets_Tx2, jnp.float32) / float(size)
     return lm_win_BxTxKx2 + shift_Tx2[None, :, None, :]
 
 
 def warp_affine(box_Bx4: jax.Array, warp: Warp) -> tuple[jax.Array, jax.Array]:
-    """(A_Bx2x2, b_Bx2) with output box-normalised q = A @ p + b for a photo pixel point p = (x, y)."""
+    """(A_Bx2x2, b_Bx2): q = A @ p + b is photo pixel p = (x, y) in the warped crop's (u, v)."""
     box_Bx4 = jnp.asarray(box_Bx4, jnp.float32)
     left, top, width, height = (box_Bx4[:, i] for i in range(4))
     centre_Bx2 = jnp.stack([left + 0.5 * width, top + 0.5 * height], axis=-1)
@@ -109,13 +111,13 @@ def warp_points(points_px_BxKx2: jax.Array, box_Bx4: jax.Array, warp: Warp) -> j
 
 
 def grid_uv(size: int, margin: int = 0) -> jax.Array:
-    """(S + 2m,) box-normalised sample positions (c + 0.5) / S, c = -m .. S + m - 1, of the crop grid."""
+    """(S + 2m,) box-normalised positions (c + 0.5) / S, c = -m .. S + m - 1, of the crop grid."""
     return (jnp.arange(-margin, size + margin, dtype=jnp.float32) + 0.5) / size
 
 
 def sample_points(box_Bx4: jax.Array, size: int, warp: Warp | None = None,
                   margin: int = 0) -> tuple[jax.Array, jax.Array]:
-    """(x_BxN, y_BxN): the photo pixel coordinates each crop pixel samples, N = (S + 2m)^2 row-major."""
+    """(x_BxN, y_BxN): the photo pixel each crop pixel samples, N = (S + 2m)^2, row-major."""
     box_Bx4 = jnp.asarray(box_Bx4, jnp.float32)
     warp = identity_warp(box_Bx4.shape[0]) if warp is None else warp
     grid_L = grid_uv(size, margin)

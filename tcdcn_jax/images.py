@@ -1,13 +1,13 @@
-"""Images in: one loader for photos and datasets, turned as a viewer shows them, every pixel format in 8 bits.
+"""Images in: one loader for photos and datasets, upright as a viewer shows them, in 8 bits.
 
-`load_image(image)` takes a path, bytes (or a bytearray / memoryview), a binary file object (io.BytesIO,
-sys.stdin.buffer), a PIL image or a numpy array, and returns a uint8 array: H x W for grey images,
-H x W x 3 (RGB) for colour ones. `to_grey` turns either into H x W uint8 grey (ITU-R 601-2 luma, as
-Pillow's 'L' conversion), the model's input.
+`load_image(image)` takes a path, bytes (or a bytearray / memoryview), a binary file object
+(io.BytesIO, sys.stdin.buffer), a PIL image or a numpy array, and returns a uint8 array: H x W for
+grey images, H x W x 3 (RGB) for colour ones. `to_grey` turns either into H x W uint8 grey
+(ITU-R 601-2 luma, as Pillow's 'L' conversion), the model's input.
 
 Orientation: a photo with an EXIF orientation tag (phones store photos sideways and say so in the
-tag) is turned the way a photo viewer shows it (`PIL.ImageOps.exif_transpose`), whether it comes as a
-path, bytes, a file object or a PIL image, so landmarks and overlays are in the orientation people
+tag) is turned the way a photo viewer shows it (`PIL.ImageOps.exif_transpose`), whether it comes as
+a path, bytes, a file object or a PIL image, so landmarks and overlays are in the orientation people
 see. Arrays carry no EXIF and are taken as they are.
 
 Pixel formats, scaled to 0..255 (never clipped from the top of a wider range):
@@ -20,8 +20,8 @@ Pixel formats, scaled to 0..255 (never clipped from the top of a wider range):
 - Channels: alpha is dropped (the colour under it is kept); palette, CMYK, YCbCr, LAB and HSV
   images become RGB; grey (with or without alpha) stays grey.
 
-Errors: FileNotFoundError for a missing path, ValueError for anything unreadable or unusable, one line
-naming the file (or 'image bytes'); datasets wrap these in their DataError
+Errors: FileNotFoundError for a missing path, ValueError for anything unreadable or unusable, one
+line naming the file (or 'image bytes'); datasets wrap these in their DataError
 (`data.image_io.load_grey`).
 """
 

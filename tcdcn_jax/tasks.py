@@ -1,8 +1,9 @@
-"""The auxiliary tasks: their classes, how people read them, and what a mirror image does to a label.
+"""The auxiliary tasks: their classes, how people read them, what a mirror image does to a label.
 
 Labels are 0-based class indices. Pose runs from left profile (0) to right profile (4), the face's
-yaw being POSE_YAW_DEG[label]; a horizontal flip mirrors the yaw, so pose c becomes 4 - c, and leaves
-gender, glasses and smiling as they are. Landmark point names and mirror pairs live in `layouts`.
+yaw being POSE_YAW_DEG[label]; a horizontal flip mirrors the yaw, so pose c becomes 4 - c, and
+leaves gender, glasses and smiling as they are. Landmark point names and mirror pairs live in
+`layouts`.
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ def class_names(task: str, num_classes: int) -> tuple[str, ...] | None:
 
 
 def class_tags(task: str, num_classes: int) -> tuple[str, ...]:
-    """The paper's short tags (pose in degrees, S/NS, G/NG, M/F); plain indices for an unknown task."""
+    """The paper's short tags (pose in degrees, S/NS, G/NG, M/F); indices for an unknown task."""
     known = _known(task, num_classes)
     return known.tags if known is not None else tuple(str(c) for c in range(num_classes))
 
 
 def flip_labels(task: str, labels_B: Any, flip_B: Any) -> Any:
-    """jax labels_B of faces of which those with flip_B are mirrored (an unknown task is unchanged)."""
+    """labels_B (jax) after mirroring the faces with flip_B (an unknown task's stay as they are)."""
     import jax.numpy as jnp  # here, so that numpy-only users of this module do not load jax
 
     known = TASKS.get(task)

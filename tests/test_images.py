@@ -86,7 +86,8 @@ def test_channels_and_bool():
     assert images.load_image(Image.new("P", (5, 4))).shape == (4, 5, 3)
     # RGB -> grey is Pillow's ITU-R 601-2 luma.
     rgb = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(images.to_grey(rgb), np.asarray(Image.fromarray(rgb).convert("L")))
+    pillow_luma = np.asarray(Image.fromarray(rgb).convert("L"))
+    np.testing.assert_array_equal(images.to_grey(rgb), pillow_luma)
 
 
 def test_bad_input_gives_one_line_naming_the_image(tmp_path):

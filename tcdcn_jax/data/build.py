@@ -37,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data_dir", required=True, help="the dataset folder, as published")
     parser.add_argument("--skip_bad_rows", action="store_true",
                         help="skip (and count) bad rows instead of stopping at the first")
-    parser.add_argument("--celeba_images", default="auto", choices=("auto", "aligned", "align", "wild"),
+    parser.add_argument("--celeba_images", default="auto",
+                        choices=("auto", "aligned", "align", "wild"),
                         help="CelebA / MAFL photo set ('align' means 'aligned')")
     args = parser.parse_args(argv)
     options = None

@@ -55,7 +55,8 @@ def test_evaluate_numbers_match_the_hand_set_model(workdir):
     r = report.evaluate_workdir(path, num_faces=6)
     test = splits.test
     true_px = test["landmarks"].astype(np.float64)
-    mean_px = geometry.to_pixels(np.broadcast_to(mean_Kx2, true_px.shape), test["box"].astype(np.float64))
+    mean_px = geometry.to_pixels(np.broadcast_to(mean_Kx2, true_px.shape),
+                                 test["box"].astype(np.float64))
     expected_N = metrics.nme_per_face(mean_px, true_px, get_layout(5))
     assert r["num_faces"] == 40 and r["split"] == "test" and r["checkpoint_step"] == 0
     np.testing.assert_allclose(r["per_face_nme"], expected_N, rtol=1e-5)
