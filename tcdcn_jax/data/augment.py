@@ -98,23 +98,17 @@ def crop_and_warp(
       img_BxSxSx1 float32 standardised per image, and lm_BxKx2 box-normalised (u, v) landmarks
       in the output frame: pixel coordinates in the crop are (u * S - 0.5, v * S - 0.5).
     """
-    if image_BxHxW.ndim != 3:
-        raise ValueError(f"image must be B x H x W, got shape {image_BxHxW.shape}")
+    # The crop checks the image, the box and the size.
+    img_BxSxSx1 = geometry.crop(jnp.asarray(image_BxHxW), jnp.asarray(box_Bx4, jnp.float32),
+                                out_size, params)
     batch = image_BxHxW.shape[0]
-    if box_Bx4.shape != (batch, 4):
-        raise ValueError(f"box must be ({batch}, 4), got {box_Bx4.shape}")
     if lm_BxKx2.ndim != 3 or lm_BxKx2.shape[0] != batch or lm_BxKx2.shape[2] != 2:
         raise ValueError(f"landmarks must be ({batch}, K, 2), got {lm_BxKx2.shape}")
-    if out_size < 1:
-        raise ValueError(f"out_size must be positive, got {out_size}")
     perm_K = _check_flip_perm(flip_perm, lm_BxKx2.shape[1])
-
     lm_out_BxKx2 = geometry.warp_points(lm_BxKx2, box_Bx4, params)
     if perm_K is not None:
         flip_B11 = params.flip_B[:, None, None]
         lm_out_BxKx2 = jnp.where(flip_B11, lm_out_BxKx2[:, perm_K], lm_out_BxKx2)
-    img_BxSxSx1 = geometry.crop(jnp.asarray(image_BxHxW), jnp.asarray(box_Bx4, jnp.float32),
-                                out_size, params)
     return img_BxSxSx1, lm_out_BxKx2
 
 
