@@ -63,10 +63,10 @@ def predict_dataset(model: networks.TCDCN, params: Any, image_NxHxW: np.ndarray,
     a (T, 2) grid (`averaging.grid_offsets`): TCDCN-Averaged, {'landmarks'} averaged over the T
     translations ('auto' mode shares convolutions where the trunk allows it).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    fn = _batch_fn(model, offsets_Tx2, mode)
     n = image_NxHxW.shape[0]
+    if batch_size < 1 or n < 1:
+        raise ValueError(f"need faces and a batch_size >= 1, got {n} faces, batch_size {batch_size}")
+    fn = _batch_fn(model, offsets_Tx2, mode)
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size) % n

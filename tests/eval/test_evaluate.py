@@ -118,3 +118,5 @@ def test_predict_dataset_is_the_loops_eval_pass_compiled_once(workdir):
     again = evaluate.predict_dataset(model, other, val["image"], val["box"], batch_size=16)
     assert again["landmarks"].shape == (len(val), 5, 2)
     assert evaluate._batch_fn(model, None, "auto") is fn and fn._cache_size() == compiled
+    with pytest.raises(ValueError, match="need faces and a batch_size >= 1, got 0 faces"):
+        evaluate.predict_dataset(model, state.params, val["image"][:0], val["box"][:0])
