@@ -11,7 +11,7 @@ inputs must round-trip exactly, so the tests also fail if a parser rejects or ga
 - mtfl.parse_line, wflw.parse_line, ibug300w.read_pts, celeba.read_table / _face / split_names /
   mafl_split_names, aflw.list_faces, tfds_common.read_lines: `image_io.DataError` (a ValueError
   subclass whose message names the file, and line or face_id). Parsers that collect per-row failures
-  return DataError items instead of Face items; either way nothing else may escape.
+  return DataError items instead of AnnotatedFace items; either way nothing else may escape.
 - cli.parse_box (`--box l,t,w,h`): `cli.InputError` (one line on stderr, exit status 2); it only checks
   the syntax, so any 4 Python floats (NaN / inf included) pass and predict.check_box judges the values.
 - predict.check_box: ValueError with the box in the message; what it returns is 4 finite float32
@@ -43,7 +43,7 @@ from ml_collections import config_flags
 from tcdcn_jax.photos import cli
 from tcdcn_jax.data import aflw, celeba, ibug300w, mtfl, wflw
 from tcdcn_jax.data.image_io import DataError
-from tcdcn_jax.data.tfds_common import Face, read_lines
+from tcdcn_jax.data.tfds_common import AnnotatedFace, read_lines
 from tcdcn_jax.photos.predictor import check_box
 
 from tests.support import REPO
@@ -132,8 +132,8 @@ def mtfl_fields(xy_10: list[float], codes: list[int], rel: str = "lfw_5590\\a.jp
 valid_mtfl_codes = st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.integers(1, 5))
 
 
-def parsed(parse_line, text: str, line_no: int) -> Face | None:
-    """parse_line's Face, or None when it raised our DataError naming the file and line."""
+def parsed(parse_line, text: str, line_no: int) -> AnnotatedFace | None:
+    """parse_line's AnnotatedFace, or None when it raised our DataError naming the file and line."""
     try:
         return parse_line(text, ROOT, ANN, line_no)
     except DataError as e:
@@ -141,7 +141,7 @@ def parsed(parse_line, text: str, line_no: int) -> Face | None:
         return None
 
 
-def check_mtfl(text: str) -> Face | None:
+def check_mtfl(text: str) -> AnnotatedFace | None:
     face = parsed(mtfl.parse_line, text, 7)
     if face is None:
         return None
@@ -183,7 +183,7 @@ def wflw_fields(xy: list[float], rect: list[float], attrs: list[int], rel: str =
     return [*map(repr, xy), *map(repr, rect), *map(str, attrs), rel]
 
 
-def check_wflw(text: str) -> Face | None:
+def check_wflw(text: str) -> AnnotatedFace | None:
     face = parsed(wflw.parse_line, text, 3)
     if face is None:
         return None
@@ -470,8 +470,8 @@ def check_aflw(root: pathlib.Path) -> list:
         assert str(root) in str(e)
         return []
     for item in items:
-        assert isinstance(item, (Face, DataError))
-        if isinstance(item, Face):
+        assert isinstance(item, (AnnotatedFace, DataError))
+        if isinstance(item, AnnotatedFace):
             assert item.landmarks.shape == (5, 2) and np.all(np.isfinite(item.landmarks))
             assert item.labels["pose"] in (-1, 0, 1, 2, 3, 4)
             assert item.labels["gender"] in (-1, 0, 1) and item.labels["glasses"] in (-1, 0, 1)
@@ -510,7 +510,7 @@ def test_aflw_huge_coordinates_and_non_text_paths():
     with tempfile.TemporaryDirectory() as d:
         write_aflw(pathlib.Path(d), faces)
         items = check_aflw(pathlib.Path(d))
-    assert [type(it) for it in items] == [Face, Face, DataError]
+    assert [type(it) for it in items] == [AnnotatedFace, AnnotatedFace, DataError]
     assert "filepath must be text" in str(items[2])
 
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 import pathlib
 import sqlite3
+from typing import Any, NamedTuple
 
 import numpy as np
 from absl import logging
 
 from tcdcn_jax.data.image_io import DataError
-from tcdcn_jax.data.tfds_common import UNKNOWN, Face, FaceBuilder, Item, parse_floats
+from tcdcn_jax.data.tfds_common import UNKNOWN, AnnotatedFace, FaceBuilder, Item, parse_floats
 
 FIVE_CODES = ("LEC", "REC", "NC", "MLC", "MRC")
 FRONTAL_DEG, PROFILE_DEG = 15.0, 45.0
@@ -59,16 +60,38 @@ def _query(db: sqlite3.Connection, path: pathlib.Path, sql: str) -> list[tuple]:
         raise DataError(f"{path}: query failed ({e}): {sql}") from e
 
 
+class _Row(NamedTuple):
+    """One face's parsed database rows, in AFLW's conventions (before any swap or sign flip)."""
+
+    filepath: str
+    at: str  # 'aflw.sqlite face_id N', for messages
+    xy: np.ndarray  # (5, 2) in FIVE_CODES order
+    yaw: float | None  # radians
+    rect: np.ndarray | None  # FaceRect (x, y, w, h)
+    meta: tuple | None  # FaceMetaData (sex, glasses)
+
+
 def list_faces(root: pathlib.Path) -> list[Item]:
     """Every AFLW face with the five points, in face_id order (DataErrors for bad rows)."""
     path = find_database(root)
+    rows = _parse_rows(path, _read_tables(path))
+    good = [r for r in rows if not isinstance(r, DataError)]
+    swap = bool(good) and np.mean([r.xy[0, 0] > r.xy[1, 0] for r in good]) > 0.5
+    if swap:
+        logging.info("AFLW: 'left' points lie image-right in most faces: swapping left/right")
+    yaw_sign = _yaw_sign([r for r in good if r.yaw is not None], swap)
+    image_root = path.parent / "flickr"
+    return [_to_face(r, swap, yaw_sign, image_root) if isinstance(r, _Row) else r for r in rows]
+
+
+def _read_tables(path: pathlib.Path) -> dict[str, Any]:
+    """The tables list_faces reads, as Python lists and dicts keyed by face_id."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         codes = dict(_query(db, path, "SELECT code, feature_id FROM FeatureCoordTypes"))
         missing = [c for c in FIVE_CODES if c not in codes]
         if missing:
             raise DataError(f"{path}: FeatureCoordTypes lacks codes {missing}")
-        ids = [codes[c] for c in FIVE_CODES]
         faces = _query(db, path, "SELECT f.face_id, i.filepath FROM Faces f JOIN FaceImages i "
                                  "ON f.file_id = i.file_id ORDER BY f.face_id")
         coords: dict[int, dict[int, tuple]] = {}
@@ -80,12 +103,16 @@ def list_faces(root: pathlib.Path) -> list[Item]:
         meta = {r[0]: r[1:] for r in _query(db, path, "SELECT face_id, sex, glasses FROM FaceMetaData")}
     finally:
         db.close()
+    return {"ids": [codes[c] for c in FIVE_CODES], "faces": faces, "coords": coords,
+            "rects": rects, "yaws": yaws, "meta": meta}
 
-    image_root = path.parent / "flickr"
-    rows, lacking = [], 0
-    for face_id, filepath in faces:
+
+def _parse_rows(path: pathlib.Path, tables: dict[str, Any]) -> list[_Row | DataError]:
+    """A _Row (or the DataError of a bad value) per face that has all five points."""
+    ids, rows, lacking = tables["ids"], [], 0
+    for face_id, filepath in tables["faces"]:
         at = f"{path} face_id {face_id}"
-        points = coords.get(face_id, {})
+        points = tables["coords"].get(face_id, {})
         if any(i not in points for i in ids):
             lacking += 1
             continue
@@ -93,45 +120,37 @@ def list_faces(root: pathlib.Path) -> list[Item]:
             if not isinstance(filepath, str):
                 raise DataError(f"{at}: FaceImages.filepath must be text, got {filepath!r}")
             xy = parse_floats([str(v) for i in ids for v in points[i]], at, "a coordinate").reshape(5, 2)
-            yaw = yaws.get(face_id)
+            yaw = tables["yaws"].get(face_id)
             yaw = None if yaw is None else float(parse_floats([str(yaw)], at, "yaw")[0])
-            rect = rects.get(face_id)
+            rect = tables["rects"].get(face_id)
             rect = None if rect is None else parse_floats([str(v) for v in rect], at, "a FaceRect value")
         except DataError as e:
             rows.append(e)
             continue
-        rows.append((face_id, filepath, at, xy, yaw, rect, meta.get(face_id)))
+        rows.append(_Row(filepath, at, xy, yaw, rect, tables["meta"].get(face_id)))
     if lacking:
         logging.info("AFLW: %d faces lack one of the five points (%s) and are left out",
                      lacking, ", ".join(FIVE_CODES))
-    good = [r for r in rows if not isinstance(r, DataError)]
-    swap = bool(good) and np.mean([r[3][0, 0] > r[3][1, 0] for r in good]) > 0.5
-    if swap:
-        logging.info("AFLW: 'left' points lie image-right in most faces: swapping left/right")
-    yaw_sign = _yaw_sign([r for r in good if r[4] is not None], swap)
-    items: list[Item] = []
-    for r in rows:
-        if isinstance(r, DataError):
-            items.append(r)
-            continue
-        face_id, filepath, at, xy, yaw, rect, meta_row = r
-        if swap:
-            xy = xy[[1, 0, 2, 4, 3]]
-        labels = {"pose": UNKNOWN if yaw is None else pose_class(yaw_sign * math.degrees(yaw))}
-        sex, glasses = meta_row if meta_row else (None, None)
-        labels["gender"] = {"m": 1, "f": 0}.get(str(sex).strip().lower(), UNKNOWN)
-        labels["glasses"] = int(glasses) if glasses in (0, 1) else UNKNOWN
-        items.append(Face(image_path=str(image_root / filepath), file=f"flickr/{filepath}",
-                          landmarks=xy, where=at, labels=labels, source_box=rect))
-    return items
+    return rows
 
 
-def _yaw_sign(rows: list[tuple], swap: bool) -> float:
+def _to_face(row: _Row, swap: bool, yaw_sign: float, image_root: pathlib.Path) -> AnnotatedFace:
+    """A parsed row in our conventions: image-left points first, yaw > 0 to the image-right."""
+    xy = row.xy[[1, 0, 2, 4, 3]] if swap else row.xy
+    labels = {"pose": UNKNOWN if row.yaw is None else pose_class(yaw_sign * math.degrees(row.yaw))}
+    sex, glasses = row.meta if row.meta else (None, None)
+    labels["gender"] = {"m": 1, "f": 0}.get(str(sex).strip().lower(), UNKNOWN)
+    labels["glasses"] = int(glasses) if glasses in (0, 1) else UNKNOWN
+    return AnnotatedFace(image_path=str(image_root / row.filepath), file=f"flickr/{row.filepath}",
+                         landmarks=xy, where=row.at, labels=labels, source_box=row.rect)
+
+
+def _yaw_sign(rows: list[_Row], swap: bool) -> float:
     """+1 if AFLW's yaw grows as the nose moves image-right (our sign), else -1."""
     if len(rows) < 2:
         return 1.0
-    xy = np.stack([r[3][[1, 0, 2, 4, 3]] if swap else r[3] for r in rows])
-    yaw = np.array([r[4] for r in rows])
+    xy = np.stack([r.xy[[1, 0, 2, 4, 3]] if swap else r.xy for r in rows])
+    yaw = np.array([r.yaw for r in rows])
     with np.errstate(all="ignore"):  # absurdly large (garbage) values may overflow to inf / NaN
         iod = np.maximum(np.abs(xy[:, 1, 0] - xy[:, 0, 0]), 1e-6)
         offset = (xy[:, 2, 0] - (xy[:, 0, 0] + xy[:, 1, 0]) / 2) / iod

@@ -37,9 +37,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data_dir", required=True, help="the dataset folder, as published")
     parser.add_argument("--skip_bad_rows", action="store_true",
                         help="skip (and count) bad rows instead of stopping at the first")
-    parser.add_argument("--celeba_images", default="auto", choices=("auto", "align", "wild"))
+    parser.add_argument("--celeba_images", default="auto",
+                        choices=("auto", "aligned", "align", "wild"),
+                        help="CelebA / MAFL photo set ('align' means 'aligned')")
     args = parser.parse_args(argv)
-    options = {"images": args.celeba_images} if args.dataset in ("celeba", "mafl") else None
+    options = None
+    if args.dataset in ("celeba", "mafl"):
+        from tcdcn_jax.data.celeba import image_set_choice
+
+        options = {"images": image_set_choice(args.celeba_images)}
     builder = tfds_common.prepare(builder_class(args.dataset), args.data_dir,
                                   skip_bad=args.skip_bad_rows, options=options)
     print(f"records in {builder.data_dir}")

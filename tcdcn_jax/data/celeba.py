@@ -12,8 +12,8 @@ has neither. Landmarks: lefteye, righteye, nose, leftmouth, rightmouth (x y each
 image-left, our order; pixel values are taken as 0-based. Attributes are +-1: our gender = Male == 1,
 glasses = Eyeglasses == 1, smile = Smiling == 1, and all 40 are stored as 0/1 in `attributes` (names in
 ATTRIBUTE_NAMES order of the file's header). The in-the-wild box (x_1 y_1 width height) becomes
-`source_box`; the aligned photos have none. config.celeba_images ('auto', 'align', 'wild') picks the
-photo set; auto takes the aligned one if its files are there.
+`source_box`; the aligned photos have none. config.celeba_images ('auto', 'aligned', 'wild'; 'align'
+is read as 'aligned') picks the photo set; auto takes the aligned one if its files are there.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ import pathlib
 import numpy as np
 
 from tcdcn_jax.data.image_io import DataError, where
-from tcdcn_jax.data.tfds_common import Face, FaceBuilder, Item, parse_floats, read_lines
+from tcdcn_jax.data.tfds_common import AnnotatedFace, FaceBuilder, Item, parse_floats, read_lines
 
 NUM_ATTRIBUTES = 40
 LABEL_ATTRIBUTES = {"gender": "Male", "glasses": "Eyeglasses", "smile": "Smiling"}
 IMAGE_SETS = {
-    "align": ("list_landmarks_align_celeba.txt", "img_align_celeba"),
+    "aligned": ("list_landmarks_align_celeba.txt", "img_align_celeba"),
     "wild": ("list_landmarks_celeba.txt", "img_celeba"),
 }
+IMAGE_SET_CHOICES = ("auto", "aligned", "align", "wild")  # 'align', as the release's file names
 PARTITIONS = {"0": "train", "1": "validation", "2": "test"}
 MAFL_FILES = {"train": "MAFL/training.txt", "test": "MAFL/testing.txt"}
 
@@ -45,12 +46,18 @@ def find(root: pathlib.Path, name: str) -> pathlib.Path:
     raise DataError(f"CelebA: {name} not found in {root} (nor in Anno/, Eval/, Img/)")
 
 
+def image_set_choice(choice: str) -> str:
+    """'auto', 'aligned' or 'wild' for a config's celeba_images ('align' means 'aligned')."""
+    if choice not in IMAGE_SET_CHOICES:
+        raise ValueError(f"celeba_images must be auto, aligned or wild, not {choice!r}")
+    return "aligned" if choice == "align" else choice
+
+
 def image_set(root: pathlib.Path, choice: str) -> str:
-    """'align' or 'wild': the photo set to read ('auto' prefers aligned if present)."""
+    """'aligned' or 'wild': the photo set to read ('auto' prefers aligned if present)."""
+    choice = image_set_choice(choice)
     if choice in IMAGE_SETS:
         return choice
-    if choice != "auto":
-        raise ValueError(f"celeba_images must be auto, align or wild, not {choice!r}")
     for name, (ann, folder) in IMAGE_SETS.items():
         try:
             find(root, ann), find(root, folder)
@@ -143,7 +150,7 @@ class _CelebABase(FaceBuilder, skip_registration=True):
         return out
 
     def _face(self, name, listed_at, image_dir, lm_path, landmarks, attr_path, attributes,
-              attr_names, boxes_by_name) -> Face:
+              attr_names, boxes_by_name) -> AnnotatedFace:
         if name not in landmarks:
             raise DataError(f"{listed_at}: {name} has no row in {lm_path}")
         if name not in attributes:
@@ -161,9 +168,9 @@ class _CelebABase(FaceBuilder, skip_registration=True):
                 raise DataError(f"{listed_at}: {name} has no row in list_bbox_celeba.txt")
             b_line, b_values = boxes_by_name[name]
             source_box = parse_floats(b_values, f"list_bbox_celeba.txt:{b_line}", "a box value")
-        return Face(image_path=str(image_dir / name), file=name, landmarks=xy,
-                    where=where(lm_path, line), labels=labels, extra={"attributes": attrs},
-                    source_box=source_box)
+        return AnnotatedFace(image_path=str(image_dir / name), file=name, landmarks=xy,
+                             where=where(lm_path, line), labels=labels,
+                             extra={"attributes": attrs}, source_box=source_box)
 
 
 class TcdcnCeleba(_CelebABase):
@@ -208,7 +215,7 @@ def mafl_split_names(root: pathlib.Path) -> dict[str, list[tuple[str, str]]]:
 
 
 def _options(config) -> dict[str, str]:
-    return {"images": str(config.get("celeba_images", "auto"))}
+    return {"images": image_set_choice(str(config.get("celeba_images", "auto")))}
 
 
 def load_celeba(config):

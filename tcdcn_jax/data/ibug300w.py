@@ -20,7 +20,7 @@ import pathlib
 import numpy as np
 
 from tcdcn_jax.data.image_io import DataError, where
-from tcdcn_jax.data.tfds_common import Face, FaceBuilder, Item, parse_floats
+from tcdcn_jax.data.tfds_common import AnnotatedFace, FaceBuilder, Item, parse_floats
 
 NUM_POINTS = 68
 SPLIT_FOLDERS = {
@@ -75,11 +75,11 @@ def _image_for(pts: pathlib.Path) -> pathlib.Path:
     raise DataError(f"missing image for {pts}: no {pts.stem} with any of {IMAGE_EXTENSIONS}")
 
 
-def face_from_pts(pts: pathlib.Path, root: pathlib.Path) -> Face:
+def face_from_pts(pts: pathlib.Path, root: pathlib.Path) -> AnnotatedFace:
     points = read_pts(pts) - 1.0  # 1-based pixels in the file
     image = _image_for(pts)
-    return Face(image_path=str(image), file=image.relative_to(root).as_posix(),
-                landmarks=points, where=str(pts))
+    return AnnotatedFace(image_path=str(image), file=image.relative_to(root).as_posix(),
+                         landmarks=points, where=str(pts))
 
 
 def list_split(root: pathlib.Path, split: str) -> list[Item]:

@@ -20,8 +20,8 @@ import pathlib
 import numpy as np
 
 from tcdcn_jax.data.image_io import DataError, where
-from tcdcn_jax.data.tfds_common import (Face, FaceBuilder, Item, parse_annotation_lines, parse_code,
-                                        parse_floats)
+from tcdcn_jax.data.tfds_common import (AnnotatedFace, FaceBuilder, Item, parse_annotation_lines,
+                                        parse_code, parse_floats)
 
 NUM_FIELDS = 15
 YES_NO = {"1": 1, "2": 0}
@@ -29,7 +29,7 @@ POSE_CODES = {str(c): c - 1 for c in range(1, 6)}
 SPLIT_FILES = {"train": "training.txt", "test": "testing.txt"}
 
 
-def parse_line(text: str, root: pathlib.Path, ann: pathlib.Path, line: int) -> Face:
+def parse_line(text: str, root: pathlib.Path, ann: pathlib.Path, line: int) -> AnnotatedFace:
     """One MTFL annotation line -> Face (DataError naming file:line if malformed)."""
     at = where(ann, line)
     fields = text.split()
@@ -44,8 +44,8 @@ def parse_line(text: str, root: pathlib.Path, ann: pathlib.Path, line: int) -> F
         "glasses": parse_code(fields[13], YES_NO, at, "glasses"),
         "pose": parse_code(fields[14], POSE_CODES, at, "pose"),
     }
-    return Face(image_path=str(root / rel), file=rel, where=at,
-                landmarks=np.stack([xy[:5], xy[5:]], axis=1), labels=labels)
+    return AnnotatedFace(image_path=str(root / rel), file=rel, where=at,
+                         landmarks=np.stack([xy[:5], xy[5:]], axis=1), labels=labels)
 
 
 def list_split(root: pathlib.Path, split: str) -> list[Item]:

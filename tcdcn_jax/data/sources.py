@@ -9,9 +9,8 @@ from typing import Mapping
 import numpy as np
 from absl import logging
 
+from tcdcn_jax import geometry
 from tcdcn_jax.data.pipeline import ArrayDataset
-
-LABEL_KEYS = ("pose", "gender", "smile", "glasses")
 
 
 @dataclasses.dataclass
@@ -78,4 +77,4 @@ def mean_shape(dataset: ArrayDataset) -> np.ndarray:
     """Mean box-normalised training shape (K, 2): the baseline every model must beat."""
     box = dataset.arrays["box"].astype(np.float64)
     lm = dataset.arrays["landmarks"].astype(np.float64)
-    return ((lm - box[:, None, :2]) / box[:, None, 2:]).mean(axis=0)
+    return geometry.to_box(lm, box).mean(axis=0)

@@ -6,7 +6,8 @@ something. So the auxiliary labels act on the landmark geometry as on real faces
 the mouth and lifts its corners, glasses cover the eyes, gender changes jaw, brows, hair and beard.
 
 This module owns the dataset API (generate, split seeds, the on-disk cache, the sample sheet and its CLI);
-synthetic_geometry owns the faces' shape, pose and landmarks, synthetic_render turns them into pixels.
+synthetic_geometry owns the faces' shape, pose and landmarks, synthetic_scene builds every drawn
+shape around them, synthetic_render turns those into pixels.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from typing import Mapping
 
 import numpy as np
 
-POSE_YAW_DEG = np.array([-60.0, -30.0, 0.0, 30.0, 60.0], np.float32)
+from tcdcn_jax import tasks
+
+POSE_YAW_DEG = np.array(tasks.POSE_YAW_DEG, np.float32)  # each pose class's yaw, before the jitter
 POSE_PRIOR = np.array([0.12, 0.2, 0.36, 0.2, 0.12])
 YAW_JITTER_DEG = 12.0
 
@@ -54,8 +56,22 @@ def _u(rng: np.random.Generator, lo: float, hi: float, b: int) -> np.ndarray:
 
 
 def sample_attributes(rng: np.random.Generator, b: int, image_size: int) -> dict[str, np.ndarray]:
-    """Draws labels, pose, shape, expression and appearance for `b` faces (all vectorised)."""
+    """Draws labels, pose, shape, expression and appearance for `b` faces (all vectorised).
+
+    The draws happen in a fixed order (labels, shape, expression, hair, appearance): the generated
+    arrays, and so the dataset cache, depend on it.
+    """
     a: dict[str, np.ndarray] = {}
+    male = _sample_labels(rng, b, a)
+    _sample_shape(rng, b, male, a)
+    _sample_expression(rng, b, a)
+    _sample_hair_and_glasses(rng, b, male, a)
+    _sample_appearance(rng, b, male, image_size, a)
+    return a
+
+
+def _sample_labels(rng: np.random.Generator, b: int, a: dict[str, np.ndarray]) -> np.ndarray:
+    """The labels and the head pose; returns the boolean `male` the other draws depend on."""
     a["pose"] = rng.choice(5, size=b, p=POSE_PRIOR).astype(np.int32)
     a["yaw"] = POSE_YAW_DEG[a["pose"]] + _u(rng, -YAW_JITTER_DEG, YAW_JITTER_DEG, b)
     a["pitch"] = np.clip(rng.normal(0, 7, b), -20, 20).astype(np.float32)
@@ -65,9 +81,13 @@ def sample_attributes(rng: np.random.Generator, b: int, image_size: int) -> dict
     a["smile"] = (rng.random(b) < 0.45).astype(np.int32)
     a["glasses"] = (rng.random(b) < np.where(male, 0.29, 0.21)).astype(np.int32)
     a["occluded"] = (rng.random(b) < 0.15).astype(np.int32)
-    m = male.astype(np.float32)
+    return male
 
-    # Shape (face units).
+
+def _sample_shape(rng: np.random.Generator, b: int, male: np.ndarray,
+                  a: dict[str, np.ndarray]) -> None:
+    """Face shape in face units, and the landmark annotation noise."""
+    m = male.astype(np.float32)
     a["W"] = _u(rng, 0.93, 1.07, b) * (0.98 + 0.05 * m)
     a["b"] = 1.64 * _u(rng, 0.93, 1.07, b) * (0.98 + 0.05 * m)
     a["n"] = np.where(male, rng.normal(2.45, 0.12, b), rng.normal(2.0, 0.1, b)).astype(np.float32)
@@ -89,7 +109,9 @@ def sample_attributes(rng: np.random.Generator, b: int, image_size: int) -> dict
     a["hairline"] = _u(rng, -1.1, -0.9, b) - 0.08 * m * (rng.random(b) < 0.3)
     a["pt_noise"] = rng.normal(0, 0.012, (b, 68, 2)).astype(np.float32)
 
-    # Expression: smile lifts and widens the corners and often parts the lips; others sometimes talk.
+
+def _sample_expression(rng: np.random.Generator, b: int, a: dict[str, np.ndarray]) -> None:
+    """A smile lifts and widens the corners and often parts the lips; others sometimes talk."""
     smile = a["smile"].astype(np.float32)
     a["smile_s"] = smile * _u(rng, 0.5, 1.0, b)
     talk = (rng.random(b) < 0.15) * _u(rng, 0.0, 0.08, b)
@@ -97,7 +119,10 @@ def sample_attributes(rng: np.random.Generator, b: int, image_size: int) -> dict
     a["open"] = np.where(smile > 0, opened, talk).astype(np.float32)
     a["corner_dy"] = rng.normal(0, 0.015, b).astype(np.float32)
 
-    # Hair and accessories (hair style depends on gender).
+
+def _sample_hair_and_glasses(rng: np.random.Generator, b: int, male: np.ndarray,
+                             a: dict[str, np.ndarray]) -> None:
+    """Hair style (it depends on gender), beard, and the glasses' frames."""
     long_hair = np.where(male, rng.random(b) < 0.08, rng.random(b) < 0.75)
     a["long_hair"] = long_hair
     a["bald"] = male & ~long_hair & (rng.random(b) < 0.12)
@@ -115,7 +140,10 @@ def sample_attributes(rng: np.random.Generator, b: int, image_size: int) -> dict
     a["frame_w"] = _u(rng, 0.025, 0.07, b)
     a["frame_v"] = _u(rng, 10, 70, b)
 
-    # Appearance (albedo 0..255).
+
+def _sample_appearance(rng: np.random.Generator, b: int, male: np.ndarray, image_size: int,
+                       a: dict[str, np.ndarray]) -> None:
+    """Albedos (0..255), lighting, face size and position in the image, the occluder."""
     a["skin"] = _u(rng, 105, 215, b)
     kind = rng.random(b)
     hair = np.where(kind < 0.6, _u(rng, 15, 60, b), np.where(kind < 0.85, _u(rng, 60, 120, b),
@@ -134,7 +162,6 @@ def sample_attributes(rng: np.random.Generator, b: int, image_size: int) -> dict
     a["face_px"] = _u(rng, 40, 60, b) * (image_size / 96.0)
     a["pos_u"] = rng.random((b, 2)).astype(np.float32)
     a["occ"] = rng.random((b, 6)).astype(np.float32)
-    return a
 
 
 # ----------------------------------------------------------------------------------------------- geometry

@@ -1,8 +1,9 @@
 """What every real-dataset TFDS builder shares: the record format, the build, and reading splits into memory.
 
-A source module lists its faces (`Face`: photo path, 0-based pixel landmarks, labels) per split; this
-module turns each into a record (grey crop with margin, box and landmarks in the crop's frame, labels),
-writes array_record through TFDS without TensorFlow, and reads splits back as numpy arrays.
+A source module lists its faces (`AnnotatedFace`: photo path, 0-based pixel landmarks, labels) per
+split; this module turns each into a record (grey crop with margin, box and landmarks in the crop's
+frame, labels), writes array_record through TFDS without TensorFlow, and reads splits back as numpy
+arrays.
 
 Folders: the user's dataset folder is TFDS's `manual_dir` and is only read. Built records go under
 $TCDCN_TFDS_DIR (default ~/.cache/tcdcn_jax/tfds), in a sub-folder keyed by the builder, the absolute
@@ -34,7 +35,6 @@ import tensorflow_datasets as tfds
 from tcdcn_jax.data import boxes
 from tcdcn_jax.data.image_io import DataError, load_grey
 
-LABEL_CLASSES = {"pose": 5, "gender": 2, "smile": 2, "glasses": 2}
 UNKNOWN = -1  # label value for "not annotated for this face"
 DEFAULT_TFDS_DIR = "~/.cache/tcdcn_jax/tfds"
 # A point may lie this far outside the photo (fraction of the box's long side): annotators placed
@@ -45,7 +45,7 @@ _DECODE_CHUNK = 256
 
 
 @dataclasses.dataclass
-class Face:
+class AnnotatedFace:
     """One annotated face before cropping. Coordinates: photo pixels, 0-based (project convention)."""
 
     image_path: str                  # absolute path of the photo
@@ -57,7 +57,7 @@ class Face:
     source_box: np.ndarray | None = None  # the source's own (left, top, width, height), if it has one
 
 
-Item = Face | DataError
+Item = AnnotatedFace | DataError
 
 
 def read_lines(path: pathlib.Path) -> list[tuple[int, str]]:
@@ -193,7 +193,7 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         except DataError as e:
             return e
 
-    def make_example(self, face: Face) -> dict[str, Any]:
+    def make_example(self, face: AnnotatedFace) -> dict[str, Any]:
         """Face -> record: grey crop around the convention's box, geometry in the crop's pixels."""
         lm = np.asarray(face.landmarks, np.float64)
         if lm.shape != (self.NUM_POINTS, 2):

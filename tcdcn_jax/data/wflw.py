@@ -21,7 +21,8 @@ import pathlib
 import numpy as np
 
 from tcdcn_jax.data.image_io import DataError, where
-from tcdcn_jax.data.tfds_common import Face, FaceBuilder, Item, parse_annotation_lines, parse_floats
+from tcdcn_jax.data.tfds_common import (AnnotatedFace, FaceBuilder, Item, parse_annotation_lines,
+                                        parse_floats)
 
 NUM_POINTS = 98
 ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
@@ -30,7 +31,7 @@ ANNOTATION_DIR = "WFLW_annotations/list_98pt_rect_attr_train_test"
 SPLIT_FILES = {"train": "list_98pt_rect_attr_train.txt", "test": "list_98pt_rect_attr_test.txt"}
 
 
-def parse_line(text: str, root: pathlib.Path, ann: pathlib.Path, line: int) -> Face:
+def parse_line(text: str, root: pathlib.Path, ann: pathlib.Path, line: int) -> AnnotatedFace:
     at = where(ann, line)
     fields = text.split()
     if len(fields) != NUM_FIELDS:
@@ -46,8 +47,9 @@ def parse_line(text: str, root: pathlib.Path, ann: pathlib.Path, line: int) -> F
     if not np.all(np.isfinite(box)):
         raise DataError(f"{at}: rect {rect.tolist()} is too large (its size overflows)")
     rel = fields[-1].replace("\\", "/")
-    return Face(image_path=str(root / "WFLW_images" / rel), file=rel, landmarks=xy, where=at,
-                extra={"attributes": np.array([int(a) for a in attrs], np.int8)}, source_box=box)
+    return AnnotatedFace(image_path=str(root / "WFLW_images" / rel), file=rel, landmarks=xy,
+                         where=at, source_box=box,
+                         extra={"attributes": np.array([int(a) for a in attrs], np.int8)})
 
 
 def list_split(root: pathlib.Path, split: str) -> list[Item]:

@@ -11,11 +11,12 @@ which distorts distances; pass pixel coordinates (or square boxes) for numbers c
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 
+from tcdcn_jax import tasks
 from tcdcn_jax.layouts import Layout, eye_centres
-
-NUM_POSES = 5
 
 
 def _check_pair(pred_NxKx2: np.ndarray, true_NxKx2: np.ndarray,
@@ -118,10 +119,21 @@ def accuracy(logits_NxC: np.ndarray, labels_N: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
+def slice_report(nme_N: np.ndarray, masks: Mapping[str, np.ndarray]) -> dict:
+    """{name: {num_faces, nme, failure_rate}} of the faces each boolean mask picks (an empty mask
+    is left out)."""
+    nme = _check_errors(nme_N)
+    return {name: {"num_faces": int(mask.sum()), "nme": float(nme[mask].mean()),
+                   "failure_rate": failure_rate(nme[mask])}
+            for name, mask in masks.items() if np.any(mask)}
+
+
 def landmark_report(pred_NxKx2: np.ndarray, true_NxKx2: np.ndarray, layout: Layout,
-                    pose_N: np.ndarray | None = None, max_error: float = 0.10) -> dict:
+                    pose_N: np.ndarray | None = None, max_error: float = 0.10,
+                    slices: Mapping[str, np.ndarray] | None = None) -> dict:
     """JSON-ready summary: mean NME, failure rate (> 0.10), per-landmark NME, AUC up to max_error,
-    and, given pose classes 0..4, per-pose NME (None for a pose with no faces)."""
+    given pose classes, per-pose NME (None for a pose with no faces), and given boolean masks of
+    faces, a `slice_report` of them."""
     errors_NxK = point_errors(pred_NxKx2, true_NxKx2, layout)
     nme = errors_NxK.mean(axis=1)
     report = {
@@ -133,6 +145,8 @@ def landmark_report(pred_NxKx2: np.ndarray, true_NxKx2: np.ndarray, layout: Layo
         "auc_max_error": float(max_error),
     }
     if pose_N is not None:
-        per_pose = per_group_mean(nme, pose_N, NUM_POSES)
+        per_pose = per_group_mean(nme, pose_N, tasks.NUM_CLASSES["pose"])
         report["per_pose_nme"] = [None if np.isnan(v) else float(v) for v in per_pose]
+    if slices is not None:
+        report["slices"] = slice_report(nme, slices)
     return report

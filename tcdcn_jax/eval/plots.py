@@ -15,10 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tcdcn_jax import tasks  # noqa: E402
 from tcdcn_jax.eval import metrics  # noqa: E402
-from tcdcn_jax.eval.relatedness import class_names  # noqa: E402
 
-POSE_CLASSES = ("-60°", "-30°", "0°", "+30°", "+60°")
+POSE_CLASSES = tuple(f"{tag}°" for tag in tasks.TASKS["pose"].tags)  # the pose tags as angles
 TAG_TASKS = ("pose", "smile", "glasses", "gender")  # the paper's order under each face
 
 
@@ -124,7 +124,7 @@ def tag_text(task: str, label: int) -> str:
     """The paper's tag for a class: pose in degrees, S/NS, G/NG, M/F."""
     if task == "pose":
         return POSE_CLASSES[int(label)]
-    return class_names(task, 5 if task == "pose" else 2)[int(label)]
+    return tasks.class_tags(task, 2)[int(label)]
 
 
 def save_face_sheet(image_NxHxW: np.ndarray, box_Nx4: np.ndarray, pred_NxKx2: np.ndarray,
@@ -138,7 +138,7 @@ def save_face_sheet(image_NxHxW: np.ndarray, box_Nx4: np.ndarray, pred_NxKx2: np
     if n == 0:
         raise ValueError("no faces to draw")
     pred_tags, true_tags = dict(pred_tags or {}), dict(true_tags or {})
-    tasks = [t for t in TAG_TASKS if t in pred_tags] + sorted(set(pred_tags) - set(TAG_TASKS))
+    tagged = [t for t in TAG_TASKS if t in pred_tags] + sorted(set(pred_tags) - set(TAG_TASKS))
     cols = min(cols, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.5 * rows), squeeze=False)
@@ -160,10 +160,10 @@ def save_face_sheet(image_NxHxW: np.ndarray, box_Nx4: np.ndarray, pred_NxKx2: np
         if nme_N is not None:
             ax.set_title(f"NME {nme_N[i]:.3f}", fontsize=8,
                          color="red" if nme_N[i] > 0.10 else "black")
-        for j, task in enumerate(tasks):
+        for j, task in enumerate(tagged):
             label = int(pred_tags[task][i])
             wrong = task in true_tags and int(true_tags[task][i]) != label
-            ax.text((j + 0.5) / len(tasks), -0.03, tag_text(task, label), transform=ax.transAxes,
+            ax.text((j + 0.5) / len(tagged), -0.03, tag_text(task, label), transform=ax.transAxes,
                     ha="center", va="top", fontsize=8,
                     bbox=dict(boxstyle="square,pad=0.15", fc="none",
                               ec="red" if wrong else "none", lw=1.2))

@@ -14,23 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from tcdcn_jax import tasks as tasks_lib
 from tcdcn_jax.layouts import get_layout
-
-# Class names in label order, as the paper tags faces (Fig. 10): pose in degrees, S/NS, G/NG, M/F.
-CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "pose": ("-60", "-30", "0", "+30", "+60"),
-    "gender": ("F", "M"),
-    "glasses": ("NG", "G"),
-    "smile": ("NS", "S"),
-}
-
-
-def class_names(task: str, num_classes: int) -> tuple[str, ...]:
-    """Readable class names of a task; plain indices for a task we do not know."""
-    names = CLASS_NAMES.get(task)
-    if names is None or len(names) != num_classes:
-        return tuple(str(c) for c in range(num_classes))
-    return names
 
 
 def pearson_columns(a_FxM: np.ndarray, b_FxN: np.ndarray) -> np.ndarray:
@@ -74,7 +59,7 @@ def head_correlations(params: Mapping[str, Any], tasks: Sequence[str] | None = N
     lm_Fx2K = np.asarray(heads["landmarks"]["kernel"])
     available = [t for t, h in heads.items() if t != "landmarks" and isinstance(h, Mapping)
                  and "kernel" in h]
-    order = list(CLASS_NAMES)  # pose, gender, glasses, smile, then any other task
+    order = list(tasks_lib.TASKS)  # pose, gender, glasses, smile, then any other task
     available.sort(key=lambda t: (order.index(t) if t in order else len(order), t))
     tasks = list(available if tasks is None else tasks)
     missing = [t for t in tasks if t not in available]
@@ -85,7 +70,7 @@ def head_correlations(params: Mapping[str, Any], tasks: Sequence[str] | None = N
     kernels = [np.asarray(heads[t]["kernel"]) for t in tasks]
     columns, column_tasks = [], []
     for t, k in zip(tasks, kernels):
-        columns += [f"{t}:{c}" for c in class_names(t, k.shape[1])]
+        columns += [f"{t}:{c}" for c in tasks_lib.class_tags(t, k.shape[1])]
         column_tasks += [t] * k.shape[1]
     r = pearson_columns(lm_Fx2K, np.concatenate(kernels, axis=1))
     return {"rows": coordinate_names(lm_Fx2K.shape[1] // 2), "columns": columns,

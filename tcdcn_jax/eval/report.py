@@ -10,16 +10,13 @@ import json
 import os
 from typing import Any
 
-import jax
 import numpy as np
 
 from tcdcn_jax.train import checkpoints
 from tcdcn_jax.eval import evaluate
 from tcdcn_jax.eval import metrics
-from tcdcn_jax.model import networks
 from tcdcn_jax.eval import plots
-from tcdcn_jax.train import steps as steps_lib
-from tcdcn_jax.data import augment, sources
+from tcdcn_jax.data import sources
 from tcdcn_jax.data.pipeline import ArrayDataset
 from tcdcn_jax.layouts import get_layout
 from tcdcn_jax.eval.relatedness import coordinate_names
@@ -58,16 +55,12 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, split: str = "tes
                          f"{data['landmarks'].shape[1]}")
     heads = [t for t in model.aux_tasks or {}]
     labelled = tuple(t for t in heads if t in data.arrays)
-    step_cfg = steps_lib.StepConfig(
-        aux_tasks=labelled, task_lambdas=tuple(1.0 for _ in labelled), weight_decay=0.0,
-        input_size=networks.input_size(config.trunk), augment=augment.AugmentConfig())
-    runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
-    device_params = jax.device_put(params, runner.replicated)
     batch = int(batch_size or config.eval_batch_size)
-    pred = evaluate.predict(runner, device_params, model.apply, data, batch)
+    pred = evaluate.predict_dataset(model, params, data["image"], data["box"], batch_size=batch)
+    pred.update(evaluate.per_face_losses(pred, data, labelled))
 
     report = evaluate.summarise(pred, data, labelled, sources.mean_shape(splits.train))
-    pred_px = evaluate.to_pixels(pred["landmarks"], data["box"])
+    pred_px = evaluate.landmarks_px(pred["landmarks"], data)
     true_px = np.asarray(data["landmarks"], np.float64)
     nme_N = metrics.nme_per_face(pred_px, true_px, get_layout(num_landmarks))
     thresholds, fraction = metrics.ced(nme_N, 0.10, CED_POINTS - 1)

@@ -4,8 +4,8 @@ Geometry. The crop of a face box is S x S (S = 60 for the report trunk). A trans
 (crop pixels) is the S x S window whose pixel (r, c) is the crop's pixel (r + dy, c + dx); the network
 sees the face moved by -d. A landmark the network puts at window-normalised u_win is at
 u = u_win + dx / S in the original box frame (and v = v_win + dy / S): the shift bookkeeping of
-`to_box_frame`. All windows are read from one (S + 2m) x (S + 2m) crop of the same box grown by m
-pixels per side (`crop_with_margin`), so every |dx|, |dy| <= m.
+`geometry.shift_to_box`. All windows are read from one (S + 2m) x (S + 2m) crop of the same box on
+the same grid, grown by m pixels per side (`geometry.crop` with a margin), so every |dx|, |dy| <= m.
 
 Sharing (report trunk: shared 'VALID' convolutions of 5, 5, 3, 3 with 2x2 max pooling after the first
 three; total stride 8). Convolutions are translation-equivariant and a pool of stride 2 maps a window
@@ -22,8 +22,9 @@ The result is exactly (to float rounding) what N separate passes give (tested).
 
 Standardisation. The model standardises each crop by its own mean and variance, which would make the
 windows' first-layer inputs differ by more than a shift and destroy the sharing. Every window is
-standardised with the statistics of the centre window instead, so the untranslated window is exactly
-the single-pass input and the others are its translations.
+standardised with the statistics of the centre window instead (`geometry.crop` does so for a crop
+with a margin), so the untranslated window is exactly the single-pass input and the others are its
+translations.
 
 The ECCV trunk (locally connected: a different filter at every position) is not translation-equivariant,
 so nothing can be shared: `averaged_landmarks` falls back to one full pass per window there.
@@ -35,15 +36,12 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.ndimage
 import numpy as np
 from jax import lax
 
+from tcdcn_jax import geometry
 from tcdcn_jax.model import conv_pool
 from tcdcn_jax.model import networks
-
-# Variance floor, as in data/augment.py: a flat crop comes out all zeros.
-_VAR_EPS = 1e-8
 # Faces per lax.map step of a large batch, so each layer's activations stay in cache. Measured on
 # the 2-core CPU at batch 256 (report trunk, default 21 windows, time over one pass at 32 faces):
 # 4, 8 and 16 tie at 2.5-3.0x, 32 3.2-3.3x, one 256-face step 5.3x. A single window (one pass) is
@@ -78,44 +76,6 @@ def _check_offsets(offsets_Tx2: np.ndarray, margin: int) -> np.ndarray:
     if np.abs(offsets).max() > margin:
         raise ValueError(f"offsets up to {np.abs(offsets).max()} px do not fit a margin of {margin} px")
     return offsets.astype(np.int64)
-
-
-def to_box_frame(lm_BxTxKx2: jax.Array, offsets_Tx2: np.ndarray, size: int) -> jax.Array:
-    """Window-normalised landmarks -> the original box frame: u = u_win + dx / S, v = v_win + dy / S."""
-    shift_Tx2 = jnp.asarray(offsets_Tx2, jnp.float32) / float(size)
-    return lm_BxTxKx2 + shift_Tx2[None, :, None, :]
-
-
-def crop_with_margin(image_BxHxW: jax.Array, box_Bx4: jax.Array, size: int, margin: int) -> jax.Array:
-    """img_BxLxLx1, L = size + 2 * margin: the box grown by `margin` crop pixels per side, resampled
-    on the same pixel grid as the size x size crop (its pixel (r + m, c + m) is the crop's pixel (r, c)),
-    standardised with the mean and variance of the centre size x size window.
-
-    Sampling follows data/augment.py: crop pixel (r, c) samples x = left + (c + 0.5) * width / size,
-    bilinear, edge mode 'nearest'.
-    """
-    if image_BxHxW.ndim != 3 or box_Bx4.shape != (image_BxHxW.shape[0], 4):
-        raise ValueError(f"expected images (B, H, W) and boxes (B, 4), got {image_BxHxW.shape} "
-                         f"and {box_Bx4.shape}")
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    box_Bx4 = jnp.asarray(box_Bx4, jnp.float32)
-    grid_L = jnp.arange(-margin, size + margin, dtype=jnp.float32) + 0.5
-    x_BxL = box_Bx4[:, 0:1] + grid_L * (box_Bx4[:, 2:3] / size)
-    y_BxL = box_Bx4[:, 1:2] + grid_L * (box_Bx4[:, 3:4] / size)
-    length = size + 2 * margin
-
-    def sample(image_HxW, x_L, y_L):
-        rows = jnp.broadcast_to(y_L[:, None], (length, length))
-        cols = jnp.broadcast_to(x_L[None, :], (length, length))
-        return jax.scipy.ndimage.map_coordinates(image_HxW.astype(jnp.float32), [rows, cols],
-                                                 order=1, mode="nearest")
-
-    big_BxLxL = jax.vmap(sample)(jnp.asarray(image_BxHxW), x_BxL, y_BxL)
-    centre = big_BxLxL[:, margin:margin + size, margin:margin + size]
-    mean_B11 = centre.mean(axis=(1, 2), keepdims=True)
-    var_B11 = jnp.square(centre - mean_B11).mean(axis=(1, 2), keepdims=True)
-    return ((big_BxLxL - mean_B11) * lax.rsqrt(var_B11 + _VAR_EPS))[..., None]
 
 
 def windows(img_BxLxLx1: jax.Array, offsets_Tx2: np.ndarray, size: int, margin: int) -> jax.Array:
@@ -200,6 +160,15 @@ def shared_conv_windows(trunk_params: dict[str, Any], activation: str, img_BxLxL
     return out, runs
 
 
+def sharing_mode(trunk: str, mode: str = "auto") -> str:
+    """'shared' or 'passes': what `mode` means for a trunk ('auto': share where it can)."""
+    if mode == "auto":
+        return "shared" if trunk == "report" else "passes"
+    if mode not in ("shared", "passes"):
+        raise ValueError(f"unknown mode {mode!r}; choose 'auto', 'shared' or 'passes'")
+    return mode
+
+
 def _heads_of(model: networks.TCDCN, params: dict[str, Any], feat_NxF: jax.Array) -> jax.Array:
     out = model.apply({"params": params}, feat_NxF, method=lambda m, f: m.heads(f))
     return out["landmarks"]
@@ -213,8 +182,7 @@ def window_landmarks(model: networks.TCDCN, params: dict[str, Any], img_BxLxLx1:
     runs the whole model on every window; 'auto' picks 'shared' when the trunk allows it.
     """
     size = networks.input_size(model.trunk)
-    if mode == "auto":
-        mode = "shared" if model.trunk == "report" else "passes"
+    mode = sharing_mode(model.trunk, mode)
     if mode == "shared":
         if model.trunk != "report":
             raise ValueError(f"the {model.trunk!r} trunk is locally connected, not translation-"
@@ -229,11 +197,9 @@ def window_landmarks(model: networks.TCDCN, params: dict[str, Any], img_BxLxLx1:
                                                     + jnp.asarray(fc["bias"]))
         lm = _heads_of(model, params, feat)
         return lm.reshape((b, t) + lm.shape[1:])
-    if mode == "passes":
-        return passes_window_landmarks(
-            lambda img: model.apply({"params": params}, img)["landmarks"],
-            img_BxLxLx1, offsets_Tx2, size, margin)
-    raise ValueError(f"unknown mode {mode!r}; choose 'auto', 'shared' or 'passes'")
+    return passes_window_landmarks(
+        lambda img: model.apply({"params": params}, img)["landmarks"],
+        img_BxLxLx1, offsets_Tx2, size, margin)
 
 
 def passes_window_landmarks(predict_fn: Callable[[jax.Array], jax.Array], img_BxLxLx1: jax.Array,
@@ -272,33 +238,15 @@ def averaged_landmarks(model: networks.TCDCN, params: dict[str, Any], image_BxHx
     margin = int(np.abs(offsets).max())
     size = networks.input_size(model.trunk)
     if microbatch is None:
-        passes = mode == "passes" or (mode == "auto" and model.trunk != "report")
+        passes = sharing_mode(model.trunk, mode) == "passes"
         microbatch = (max(1, MICROBATCH_ONE_WINDOW // len(offsets)) if passes or len(offsets) == 1
                       else MICROBATCH)
-    big = crop_with_margin(image_BxHxW, box_Bx4, size, margin)
+    big = geometry.crop(jnp.asarray(image_BxHxW), jnp.asarray(box_Bx4, jnp.float32), size,
+                        margin=margin)
     lm_win = in_microbatches(lambda x: window_landmarks(model, params, x, offsets, margin, mode),
                              big, microbatch)
-    lm_box = to_box_frame(lm_win, offsets, size)
+    lm_box = geometry.shift_to_box(lm_win, offsets, size)
     return lm_box.mean(axis=1), lm_box
-
-
-def predict_dataset(model: networks.TCDCN, params: dict[str, Any], image_NxHxW: np.ndarray,
-                    box_Nx4: np.ndarray, offsets_Tx2: np.ndarray, batch_size: int = 250,
-                    mode: str = "auto") -> np.ndarray:
-    """Averaged box-normalised landmarks (N, K, 2) for a whole set, in batches (last one padded).
-
-    offsets [[0, 0]] gives the single-pass prediction (the crop standardised by its own statistics,
-    as in evaluation).
-    """
-    offsets = np.asarray(offsets_Tx2)
-    fn = jax.jit(lambda p, img, box: averaged_landmarks(model, p, img, box, offsets, mode)[0])
-    n = image_NxHxW.shape[0]
-    out = []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n
-        lm = jax.device_get(fn(params, image_NxHxW[idx], box_Nx4[idx].astype(np.float32)))
-        out.append(np.asarray(lm)[:min(batch_size, n - start)])
-    return np.concatenate(out)
 
 
 def sharing_cost(offsets_Tx2: np.ndarray, size: int = 60) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tcdcn_jax import tasks
 from tcdcn_jax.model import conv_pool
 from tcdcn_jax.model import local_conv
 
@@ -32,9 +33,6 @@ ACTIVATIONS: Mapping[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
     "tanh": jnp.tanh,
 }
-
-# The paper's auxiliary tasks and their number of classes.
-AUX_TASKS = {"pose": 5, "gender": 2, "glasses": 2, "smile": 2}
 
 
 def input_size(trunk: str) -> int:
@@ -164,13 +162,14 @@ class TCDCN(nn.Module):
 def make_model(num_landmarks: int, aux_tasks: Sequence[str] | Mapping[str, int], trunk: str,
                activation: str, features: int | None = None,
                learn_task_weights: bool = False) -> TCDCN:
-    """Builds a TCDCN; `aux_tasks` names tasks of AUX_TASKS or maps any task name to its classes."""
+    """Builds a TCDCN; `aux_tasks` names tasks of `tasks.TASKS` or maps any name to its classes."""
     if not isinstance(aux_tasks, Mapping):
-        unknown = [t for t in aux_tasks if t not in AUX_TASKS]
+        unknown = [t for t in aux_tasks if t not in tasks.NUM_CLASSES]
         if unknown:
-            raise ValueError(f"unknown auxiliary tasks {unknown}; known: {sorted(AUX_TASKS)} "
-                             "(pass a mapping name -> num_classes for new tasks)")
-        aux_tasks = {t: AUX_TASKS[t] for t in aux_tasks}
+            raise ValueError(f"unknown auxiliary tasks {unknown}; known: "
+                             f"{sorted(tasks.NUM_CLASSES)} (pass a mapping name -> num_classes "
+                             "for new tasks)")
+        aux_tasks = {t: tasks.NUM_CLASSES[t] for t in aux_tasks}
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
     _check_trunk(trunk)

@@ -102,7 +102,8 @@ def _load_predictor(weights: str, **kwargs):
                          f"{_one_line(err)}") from None
 
 
-def _draw(path: str, faces, out_dir: str, used: set[str]) -> str:
+def _draw(path: str, arr, faces, out_dir: str, used: set[str]) -> str:
+    """Overlay of `faces` on the loaded image `arr` (as the viewer shows it), saved as a PNG."""
     from PIL import Image, ImageDraw
 
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -110,8 +111,7 @@ def _draw(path: str, faces, out_dir: str, used: set[str]) -> str:
     while name in used:
         name, n = f"{stem}_{n}.png", n + 1
     used.add(name)
-    with Image.open(path) as im:
-        canvas = im.convert("RGB")
+    canvas = Image.fromarray(arr).convert("RGB")
     draw = ImageDraw.Draw(canvas)
     for face in faces:
         left, top, width, height = face.box
@@ -131,7 +131,7 @@ def _draw(path: str, faces, out_dir: str, used: set[str]) -> str:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from tcdcn_jax.photos import predictor as predict_lib
+    from tcdcn_jax.images import load_image
 
     report = _Reporter(args.progress or (sys.stderr.isatty() and not args.quiet))
     boxes = [parse_box(b) for b in args.box] if args.box else None
@@ -144,31 +144,33 @@ def cmd_predict(args) -> int:
     total_faces = 0
     for start in range(0, len(images), _IMAGES_PER_CHUNK):
         chunk = images[start:start + _IMAGES_PER_CHUNK]
-        ready = []  # (path, boxes_Nx4, img_NxSxSx1)
+        ready = []  # (path, image array or None, boxes_Nx4, img_NxSxSx1)
         for path in chunk:
             try:
-                arr = predict_lib.load_image(path)
+                arr = load_image(path)
                 try:
                     box_Nx4 = predictor.boxes_for(arr, boxes)
                 except ValueError as err:
                     raise ValueError(f"{path}: {err}") from None
                 if len(box_Nx4) == 0:
                     raise ValueError(f"{path}: no face found (pass --box l,t,w,h)")
-                ready.append((path, box_Nx4, predictor.preprocess(arr, box_Nx4)))
+                # The image is kept for its overlay only: a chunk of big photos is a lot of memory.
+                ready.append((path, arr if args.draw else None, box_Nx4,
+                              predictor.preprocess(arr, box_Nx4)))
             except (FileNotFoundError, ValueError) as err:
                 report.error(str(err))
                 results.append({"image": path, "error": _one_line(err)})
         if ready:
-            out = predictor.run(np.concatenate([r[2] for r in ready]))
+            out = predictor.run(np.concatenate([r[3] for r in ready]))
             offset = 0
-            for path, box_Nx4, _ in ready:
+            for path, arr, box_Nx4, _ in ready:
                 part = {k: v[offset:offset + len(box_Nx4)] for k, v in out.items()}
                 offset += len(box_Nx4)
                 faces = predictor.decode(part, box_Nx4)
                 total_faces += len(faces)
                 entry = {"image": path, "faces": [f.to_json() for f in faces]}
                 if args.draw:
-                    entry["drawn"] = _draw(path, faces, args.draw, drawn)
+                    entry["drawn"] = _draw(path, arr, faces, args.draw, drawn)
                 results.append(entry)
         report.step(min(start + len(chunk), len(images)), len(images), total_faces)
     order = {p: i for i, p in enumerate(images)}

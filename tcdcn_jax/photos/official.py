@@ -53,17 +53,16 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.io
-from PIL import Image
 
+from tcdcn_jax import geometry
+from tcdcn_jax.images import ImageLike, load_image
 from tcdcn_jax.model.networks import make_model
-
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 NUM_LANDMARKS = 68
 INPUT_SIZE = 60
@@ -144,21 +143,6 @@ def load_official_params(mat_path: str | os.PathLike) -> dict[str, Any]:
     return {"trunk": trunk, "heads": heads}
 
 
-def _to_rgb_or_grey(image: ImageLike) -> np.ndarray:
-    if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as im:
-            image = im.convert("L") if im.mode in ("L", "I;16", "I", "F") else im.convert("RGB")
-            image = np.asarray(image)
-    elif isinstance(image, Image.Image):
-        image = np.asarray(image.convert("L") if image.mode == "L" else image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"image array must be uint8, got {arr.dtype}")
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
-        raise ValueError(f"image must be HxW or HxWx3, got shape {arr.shape}")
-    return arr
-
-
 def matlab_rgb2gray(rgb_HxWx3: np.ndarray) -> np.ndarray:
     """MATLAB's rgb2gray on uint8: weighted sum rounded to uint8."""
     grey = rgb_HxWx3.astype(np.float64) @ _RGB2GRAY
@@ -216,19 +200,20 @@ def tool_box(box: Sequence[float]) -> tuple[int, int, int, int]:
     return left, top, width, width
 
 
-def _crop(grey_HxW: np.ndarray, box: Sequence[float]) -> np.ndarray:
+def _crop(arr_HxW: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """The tool box's rows and columns of the image (grey or RGB); outside it the edge repeats."""
     left, top, width, height = tool_box(box)
-    rows = np.clip(np.arange(top, top + height), 0, grey_HxW.shape[0] - 1)  # replicate outside
-    cols = np.clip(np.arange(left, left + width), 0, grey_HxW.shape[1] - 1)
-    return grey_HxW[np.ix_(rows, cols)]
+    rows = np.clip(np.arange(top, top + height), 0, arr_HxW.shape[0] - 1)  # replicate outside
+    cols = np.clip(np.arange(left, left + width), 0, arr_HxW.shape[1] - 1)
+    return arr_HxW[np.ix_(rows, cols)]
 
 
 def preprocess(image: ImageLike, box: Sequence[float],
                gain: float = OFFICIAL_INPUT_GAIN) -> np.ndarray:
     """The 60x60 float32 input the released weights expect for box (left, top, width, height)."""
-    arr = _to_rgb_or_grey(image)
-    grey = arr if arr.ndim == 2 else matlab_rgb2gray(arr)
-    small = matlab_imresize(_crop(grey, box), INPUT_SIZE, INPUT_SIZE).astype(np.float64)
+    face = _crop(load_image(image), box)  # grey conversion is per pixel: convert the crop alone
+    grey = face if face.ndim == 2 else matlab_rgb2gray(face)
+    small = matlab_imresize(grey, INPUT_SIZE, INPUT_SIZE).astype(np.float64)
     std = small.std(ddof=1)
     if std == 0:
         raise ValueError(f"the crop of box {tuple(box)} is uniform; cannot standardise it")
@@ -241,10 +226,10 @@ def _apply_fn():
     return jax.jit(lambda params, img: net.apply({"params": params}, img)["landmarks"])
 
 
-def predict_official(params: dict[str, Any], image: ImageLike, box: Sequence[float]) -> np.ndarray:
-    """68 x 2 landmark pixel coordinates (x, y), 0-based, as the authors' tool writes them."""
+def tool_landmarks(params: dict[str, Any], image: ImageLike, box: Sequence[float]) -> np.ndarray:
+    """68 x 2 landmark pixel coordinates (x, y), 0-based, as the authors' tool writes them: the
+    network's box-normalised output mapped back through the tool's square."""
     img_1xSxSx1 = jnp.asarray(preprocess(image, box))[None, :, :, None]
     lm_1xKx2 = np.asarray(_apply_fn()(params, img_1xSxSx1), np.float64)
-    left, top, width, height = tool_box(box)
-    return np.stack([left + lm_1xKx2[0, :, 0] * width, top + lm_1xKx2[0, :, 1] * height], axis=1)
+    return geometry.to_pixels(lm_1xKx2, np.array([tool_box(box)], np.float64))[0]
 

@@ -7,10 +7,13 @@
     faces[0].landmarks                                         # (K, 2) image pixels (x, y)
     faces[0].aux["pose"]                                       # {'label', 'name', 'probs'}
 
-Preprocessing follows the weights: our models see exactly what evaluation fed them
-(`data.augment.prepare_batch` with no augmentation: the grey box bilinearly resampled to S x S and
-standardised); the authors' model sees `official.preprocess` (MATLAB grey conversion and resize, and
-the fitted input gain), chosen by the workdir config's `preprocessing` / `input_gain` fields.
+Images come in through `tcdcn_jax.images` (paths, bytes, file objects, PIL images, arrays; EXIF
+orientation applied; 16-bit and float images scaled). Preprocessing follows the weights: our
+models see exactly what evaluation fed them (`geometry.crop`: the grey box bilinearly resampled
+to S x S and standardised), cut from a window of the photo around each box, so only that window
+is converted to grey and sent to the device; the authors' model sees `official.preprocess` (MATLAB
+grey conversion and resize, and the fitted input gain), chosen by the workdir config's
+`preprocessing` / `input_gain` fields.
 
 Speed: crops are batched across faces and images, padded to power-of-two buckets (a handful of
 compilations, none per call), and a large batch runs as a loop (lax.map) over micro-batches of
@@ -24,38 +27,32 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
+from tcdcn_jax import geometry, tasks
+from tcdcn_jax.images import ImageLike, load_image, to_grey
 from tcdcn_jax.train import checkpoints
 from tcdcn_jax.model import networks
 from tcdcn_jax.photos import official
-from tcdcn_jax.data import augment
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 BoxLike = Sequence[float]
 
 # Faces per inner loop step of a big batch. Measured on 2 cores, batch 256, of 1..256: 16 and 32
 # tie under load, 32 best on a quiet machine (~20% over 8); batches up to 32 run as one call.
 MICROBATCH = 32
 MAX_BATCH = 256  # faces per jitted call
-_SIDE_BUCKET = 64  # image sides are edge-padded to a multiple of this (fewer crop compilations)
-CLASS_NAMES = {
-    "pose": ("left profile", "left", "frontal", "right", "right profile"),
-    "gender": ("female", "male"),
-    "smile": ("not smiling", "smiling"),
-    "glasses": ("no glasses", "glasses"),
-}
+_SIDE_BUCKET = 64  # window sides are edge-padded to a multiple of this (fewer crop compilations)
 PREPROCESSING = ("standard", "official")
 
 
 @dataclasses.dataclass
-class Face:
-    """One face: its box, landmarks in image pixels and, per auxiliary head, the predicted class."""
+class PredictedFace:
+    """One face found in an image: its box, landmarks in image pixels and, per auxiliary head, the
+    predicted class."""
 
     box: tuple[float, float, float, float]  # (left, top, width, height), our convention
     landmarks: np.ndarray  # (K, 2) pixels (x, y), 0-based
@@ -69,40 +66,6 @@ class Face:
                         "probs": np.round(a["probs"].astype(np.float64), 5).tolist()}
                     for t, a in self.aux.items()},
         }
-
-
-def load_image(image: ImageLike) -> np.ndarray:
-    """uint8 H x W (grey) or H x W x 3 (RGB) array from a path, a PIL image or an array.
-
-    Raises FileNotFoundError for a missing path and ValueError for anything unreadable.
-    """
-    if isinstance(image, (str, os.PathLike)):
-        if not os.path.isfile(image):
-            raise FileNotFoundError(f"{image}: no such file")
-        try:
-            with Image.open(image) as im:
-                im.load()  # decode now: a truncated file fails here, not later
-                image = im.copy()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            raise ValueError(f"{image}: not a readable image ({err})") from None
-    if isinstance(image, Image.Image):
-        grey_modes = ("L", "I;16", "I", "F", "1")
-        image = np.asarray(image.convert("L" if image.mode in grey_modes else "RGB"))
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"image array must be uint8, got {arr.dtype}")
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[..., :3]
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or min(arr.shape[:2]) < 1:
-        raise ValueError(f"image must be H x W, H x W x 3 or H x W x 4, got shape {arr.shape}")
-    return arr
-
-
-def to_grey(arr: np.ndarray) -> np.ndarray:
-    """uint8 grey (ITU-R 601 luma, as Pillow's convert('L')) of a load_image array."""
-    return arr if arr.ndim == 2 else np.asarray(Image.fromarray(arr).convert("L"))
 
 
 def check_box(box: BoxLike, image_shape: Sequence[int]) -> np.ndarray:
@@ -129,14 +92,24 @@ def _bucket(n: int, cap: int) -> int:
     return min(cap, 1 << max(0, int(n) - 1).bit_length())
 
 
-@functools.partial(jax.jit, static_argnames="size")
-def _crop_standard(grey_HxW: jax.Array, box_Nx4: jax.Array, size: int) -> jax.Array:
-    """prepare_batch (no augmentation) for each box of one image, the image shared, not copied."""
-    def one(box_4):
-        batch = {"image": grey_HxW[None], "box": box_4[None],
-                 "landmarks": jnp.zeros((1, 1, 2), jnp.float32)}
-        return augment.prepare_batch(None, batch, size)["image"][0]
-    return jax.vmap(one)(box_Nx4)
+_crop_windows = jax.jit(geometry.crop, static_argnames=("size", "margin"))
+
+
+def grey_windows(arr: np.ndarray, boxes_Nx4: np.ndarray, size: int,
+                 num_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(windows_RxHxW uint8 grey, origin_Rx2): the part of the photo each box's crop reads
+    (`geometry.window`), R = num_rows >= N (the last box repeated), all edge-padded right and
+    bottom to one shape, sides a multiple of _SIDE_BUCKET. Edge padding leaves the clamped bilinear
+    samples unchanged (the clamp lands on a copy of the same edge pixel)."""
+    boxes_Nx4 = np.concatenate([boxes_Nx4, np.repeat(boxes_Nx4[-1:], num_rows - len(boxes_Nx4), 0)])
+    spans = [geometry.window(box, size, arr.shape[:2]) for box in boxes_Nx4]
+    height = -(-max(y1 - y0 for _, y0, _, y1 in spans) // _SIDE_BUCKET) * _SIDE_BUCKET
+    width = -(-max(x1 - x0 for x0, _, x1, _ in spans) // _SIDE_BUCKET) * _SIDE_BUCKET
+    windows = np.empty((len(spans), height, width), np.uint8)
+    for i, (x0, y0, x1, y1) in enumerate(spans):
+        grey = to_grey(np.ascontiguousarray(arr[y0:y1, x0:x1]))
+        windows[i] = np.pad(grey, ((0, height - (y1 - y0)), (0, width - (x1 - x0))), mode="edge")
+    return windows, np.array([span[:2] for span in spans], np.float32)
 
 
 def check_params(model: networks.TCDCN, params: Mapping[str, Any], where: str = "") -> None:
@@ -240,7 +213,7 @@ class Predictor:
     # -- the three stages, public so callers can batch across images themselves --
 
     def preprocess(self, arr: np.ndarray, boxes_Nx4: np.ndarray) -> np.ndarray:
-        """Model inputs img_NxSxSx1 (float32) for boxes of one load_image array."""
+        """Model inputs img_NxSxSx1 (float32) for boxes of one `load_image` array."""
         boxes_Nx4 = np.asarray(boxes_Nx4, np.float32).reshape(-1, 4)
         n = len(boxes_Nx4)
         size = self.input_size
@@ -249,14 +222,11 @@ class Predictor:
         if self.preprocessing == "official":
             crops = [official.preprocess(arr, box, gain=self.input_gain) for box in boxes_Nx4]
             return np.stack(crops)[..., None]
-        grey = to_grey(arr)
-        h, w = grey.shape
-        # Edge padding right/bottom leaves the clamped bilinear samples unchanged (the clamp lands
-        # on a copy of the same edge pixel) while bucketing shapes.
-        pad_h, pad_w = -h % _SIDE_BUCKET, -w % _SIDE_BUCKET
-        grey = np.pad(grey, ((0, pad_h), (0, pad_w)), mode="edge")
-        padded = np.concatenate([boxes_Nx4, np.repeat(boxes_Nx4[-1:], _bucket(n, 1 << 30) - n, 0)])
-        img = np.asarray(_crop_standard(jnp.asarray(grey), jnp.asarray(padded), size))[:n]
+        rows = _bucket(n, 1 << 30)
+        windows, origin_Rx2 = grey_windows(arr, boxes_Nx4, size, rows)
+        padded = np.concatenate([boxes_Nx4, np.repeat(boxes_Nx4[-1:], rows - n, 0)])
+        img = np.asarray(_crop_windows(windows, jnp.asarray(padded), size,
+                                       origin_Bx2=origin_Rx2))[:n]
         return img * np.float32(self.input_gain) if self.input_gain != 1.0 else img
 
     def run(self, img_NxSxSx1: np.ndarray) -> dict[str, np.ndarray]:
@@ -279,24 +249,24 @@ class Predictor:
                     **{t: np.zeros((0, c), np.float32) for t, c in (self.model.aux_tasks or {}).items()}}
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
-    def decode(self, out: Mapping[str, np.ndarray], boxes_Nx4: np.ndarray) -> list[Face]:
+    def decode(self, out: Mapping[str, np.ndarray], boxes_Nx4: np.ndarray) -> list[PredictedFace]:
         """Faces from network outputs: box-normalised (u, v) -> pixels, probabilities -> labels."""
         boxes_Nx4 = np.asarray(boxes_Nx4, np.float32).reshape(-1, 4)
         # The official tool crops, and maps back to, a whole-pixel square (official.tool_box).
         geo_Nx4 = (np.array([official.tool_box(b) for b in boxes_Nx4], np.float32).reshape(-1, 4)
                    if self.preprocessing == "official" else boxes_Nx4)
         lm_NxKx2 = np.asarray(out["landmarks"], np.float32)
-        pix_NxKx2 = geo_Nx4[:, None, :2] + lm_NxKx2 * geo_Nx4[:, None, 2:]
+        pix_NxKx2 = geometry.to_pixels(lm_NxKx2, geo_Nx4)
         faces = []
         for i, box in enumerate(boxes_Nx4):
             aux = {}
             for task in self.aux_tasks:
                 probs = np.asarray(out[task][i], np.float32)
                 label = int(np.argmax(probs))
-                names = CLASS_NAMES.get(task)
+                names = tasks.class_names(task, len(probs))
                 aux[task] = {"label": label, "probs": probs,
-                             "name": names[label] if names and len(names) == len(probs) else None}
-            faces.append(Face(tuple(float(v) for v in box), pix_NxKx2[i], aux))
+                             "name": names[label] if names else None}
+            faces.append(PredictedFace(tuple(float(v) for v in box), pix_NxKx2[i], aux))
         return faces
 
     def find_faces(self, arr: np.ndarray) -> np.ndarray:
@@ -314,12 +284,14 @@ class Predictor:
 
     # -- one call --
 
-    def predict(self, image: ImageLike, boxes: Iterable[BoxLike] | None = None) -> list[Face]:
+    def predict(self, image: ImageLike, boxes: Iterable[BoxLike] | None = None
+                ) -> list[PredictedFace]:
         """Faces in one image: in the given boxes, or wherever the detector finds one ([] if none)."""
         return self.predict_many([image], None if boxes is None else [boxes])[0]
 
     def predict_many(self, images: Sequence[ImageLike],
-                     boxes: Sequence[Iterable[BoxLike] | None] | None = None) -> list[list[Face]]:
+                     boxes: Sequence[Iterable[BoxLike] | None] | None = None
+                     ) -> list[list[PredictedFace]]:
         """Faces per image, all faces of all images run through the network together."""
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")

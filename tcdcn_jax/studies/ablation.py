@@ -234,16 +234,35 @@ def _pm(s: Mapping[str, float], scale: float = 1.0, digits: int = 4) -> str:
 
 def markdown(report: Mapping[str, Any]) -> str:
     """ablation.md: the table of Fig. 4, the differences against the seed spread, and the rest."""
+    summary, names = report["summary"], report["point_names"]
+    lines = _main_table(report)
+    lines += _comparison_table(report["comparisons"], names, len(report["seeds"]))
+    lines += _pose_and_task_tables(summary)
+    for v, r in report["relatedness"].items():
+        r_arr = np.asarray(r["r"])
+        lines += ["", f"## Task relatedness in {v} (Pearson r of head weights, mean over seeds)",
+                  "",
+                  "| coordinate | " + " | ".join(r["columns"]) + " |",
+                  "|---|" + "---|" * len(r["columns"])]
+        lines += [f"| {row} | " + " | ".join(f"{x:+.2f}" for x in r_arr[i]) + " |"
+                  for i, row in enumerate(r["rows"])]
+    lines += ["", "## Figures", ""] + [f"- {k}: `{os.path.basename(p)}`"
+                                       for k, p in report["figures"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _main_table(report: Mapping[str, Any]) -> list[str]:
+    """The setup paragraph, NME / failure / AUC / per-landmark NME per variant, the baseline."""
     c, summary, names = report["config"], report["summary"], report["point_names"]
-    seeds = report["seeds"]
     lines = [
         "# Ablation: TCDCN variants (paper Fig. 4, 5b, 6, 7)", "",
         f"Data: {c['dataset']} (data_seed {c['data_seed']}), {c['num_train']} train / {c['num_val']} "
         f"validation / {c['num_test']} test faces. Training: {c['num_steps']} steps at batch "
         f"{c['batch_size']}, {c['trunk']} trunk, early stopping epsilon {c['es_epsilon']} strip "
-        f"{c['es_strip']}. Seeds {', '.join(map(str, seeds))} (init, augmentation, batch order); the "
-        f"data is the same for every run. Test NME is normalised by the inter-ocular distance; a failure "
-        f"is NME > 0.10. Wall time of this invocation: {report['seconds']:.0f} s "
+        f"{c['es_strip']}. Seeds {', '.join(map(str, report['seeds']))} (init, augmentation, batch "
+        f"order); the data is the same for every run. Test NME is normalised by the inter-ocular "
+        f"distance; a failure is NME > 0.10. Wall time of this invocation: "
+        f"{report['seconds']:.0f} s "
         f"(training time summed over runs: {sum(s['train_seconds'] for s in summary.values()):.0f} s).",
         "", "| variant | NME (mean ± sd) | failure % (mean ± sd) | AUC@0.10 | "
         + " | ".join(names) + " |",
@@ -256,13 +275,20 @@ def markdown(report: Mapping[str, Any]) -> str:
     if ms:
         lines += ["", f"Mean-shape baseline (the training mean shape placed in each box): NME "
                       f"{ms[0]:.4f}."]
-    lines += ["", "## Differences against the seed spread", "",
-              "Δ = mean(a) − mean(b) over seeds; spread = sd(a) + sd(b) (sample sd). "
-              "'beyond' marks |Δ| > spread" + (" (with one seed sd = 0: no spread is known)."
-                                               if len(seeds) < 2 else "."), "",
-              "| a vs b | ΔNME | spread | beyond | Δfailure (pts) | spread | beyond | "
-              "landmarks with |Δ| > spread |", "|---|---|---|---|---|---|---|---|"]
-    for r in report["comparisons"]:
+    return lines
+
+
+def _comparison_table(comparisons: Sequence[Mapping[str, Any]], names: Sequence[str],
+                      num_seeds: int) -> list[str]:
+    """Each pair's NME and failure differences against the seed spread, and the landmarks
+    beyond it."""
+    lines = ["", "## Differences against the seed spread", "",
+             "Δ = mean(a) − mean(b) over seeds; spread = sd(a) + sd(b) (sample sd). "
+             "'beyond' marks |Δ| > spread" + (" (with one seed sd = 0: no spread is known)."
+                                              if num_seeds < 2 else "."), "",
+             "| a vs b | ΔNME | spread | beyond | Δfailure (pts) | spread | beyond | "
+             "landmarks with |Δ| > spread |", "|---|---|---|---|---|---|---|---|"]
+    for r in comparisons:
         n, f = r["nme"], r["failure_rate"]
         per = r["per_landmark"]
         lm = [f"{names[k]} ({d:+.4f})"
@@ -271,10 +297,17 @@ def markdown(report: Mapping[str, Any]) -> str:
                      f"{'yes' if n['beyond_spread'] else 'no'} | {100 * f['delta']:+.1f} | "
                      f"{100 * f['spread']:.1f} | {'yes' if f['beyond_spread'] else 'no'} | "
                      f"{', '.join(lm) or '-'} |")
+    return lines
+
+
+def _pose_and_task_tables(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """NME per pose class, attribute accuracies and the step each task stopped at."""
+    lines = []
     pose_rows = [(v, s["per_pose_nme"]) for v, s in summary.items() if "per_pose_nme" in s]
     if pose_rows:
         lines += ["", "## NME per pose (mean over seeds)", "",
-                  "| variant | " + " | ".join(plots.POSE_CLASSES) + " |", "|---|" + "---|" * 5]
+                  "| variant | " + " | ".join(plots.POSE_CLASSES) + " |",
+                  "|---|" + "---|" * len(plots.POSE_CLASSES)]
         for v, p in pose_rows:
             lines.append(f"| {v} | " + " | ".join("-" if m is None else f"{m:.4f}"
                                                    for m in p["mean"]) + " |")
@@ -287,16 +320,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             stops = "; ".join(f"{t} " + ", ".join("-" if x is None else str(x) for x in st)
                               for t, st in s["task_stopped_at"].items())
             lines.append(f"| {v} | {acc} | {stops} |")
-    for v, r in report["relatedness"].items():
-        r_arr = np.asarray(r["r"])
-        lines += ["", f"## Task relatedness in {v} (Pearson r of head weights, mean over seeds)", "",
-                  "| coordinate | " + " | ".join(r["columns"]) + " |",
-                  "|---|" + "---|" * len(r["columns"])]
-        lines += [f"| {row} | " + " | ".join(f"{x:+.2f}" for x in r_arr[i]) + " |"
-                  for i, row in enumerate(r["rows"])]
-    lines += ["", "## Figures", ""] + [f"- {k}: `{os.path.basename(p)}`"
-                                       for k, p in report["figures"].items()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def report(config: ml_collections.ConfigDict, workdir: str,

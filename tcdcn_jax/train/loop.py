@@ -297,14 +297,14 @@ class _Loop:
         """Validation pass; its auxiliary losses feed Eq. 5; one metrics.jsonl record."""
         ts_ = state.task_stop
         period_train = jax.device_get(ts_.period_sum_A / jnp.maximum(ts_.period_steps, 1))
-        pred = evaluate.predict(self.runner, state.params, state.apply_fn, self.splits.validation,
-                                  int(self.config.eval_batch_size))
+        pred = evaluate.eval_outputs(self.runner, state.params, state.apply_fn,
+                                     self.splits.validation, int(self.config.eval_batch_size))
         val = evaluate.summarise(pred, self.splits.validation, self.aux)
         crit = np.zeros(len(self.aux))
         if self.aux:
             if self.train_probe is not None:  # E_tr measured like E_val: same size, no augmentation
-                probe = evaluate.predict(self.runner, state.params, state.apply_fn,
-                                           self.train_probe, int(self.config.eval_batch_size))
+                probe = evaluate.eval_outputs(self.runner, state.params, state.apply_fn,
+                                              self.train_probe, int(self.config.eval_batch_size))
                 period_train = np.asarray([np.mean(probe[f"loss/{t}"]) for t in self.aux])
             val_A = jnp.asarray([val["loss"][t] for t in self.aux], jnp.float32)
             lam_A = losses.task_lambdas(state.params, self.lambda_fixed)
@@ -332,6 +332,6 @@ class _Loop:
 
     def test(self, state, dataset=None) -> dict[str, Any]:
         dataset = dataset if dataset is not None else self.splits.test
-        pred = evaluate.predict(self.runner, state.params, state.apply_fn, dataset,
-                                  int(self.config.eval_batch_size))
+        pred = evaluate.eval_outputs(self.runner, state.params, state.apply_fn, dataset,
+                                     int(self.config.eval_batch_size))
         return evaluate.summarise(pred, dataset, self.aux, sources.mean_shape(self.splits.train))

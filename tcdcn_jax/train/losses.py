@@ -24,18 +24,26 @@ def _weighted_mean(values_B: jax.Array, weight_B: jax.Array | None) -> jax.Array
     return jnp.where(total > 0, jnp.sum(values_B * weight_B) / jnp.where(total > 0, total, 1.0), 0.0)
 
 
+def landmark_loss_per_face(pred_BxKx2: jax.Array, true_BxKx2: jax.Array) -> jax.Array:
+    """1/2 ||y - f||^2 over the 2K box-normalised coordinates of each face."""
+    return 0.5 * jnp.sum(jnp.square(pred_BxKx2 - true_BxKx2), axis=(-2, -1))
+
+
+def classification_loss_per_face(logits_BxC: jax.Array, labels_B: jax.Array) -> jax.Array:
+    """Softmax cross-entropy of each face."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
+
+
 def landmark_loss(pred_BxKx2: jax.Array, true_BxKx2: jax.Array,
                   weight_B: jax.Array | None = None) -> jax.Array:
     """1/2 ||y - f||^2 over the 2K box-normalised coordinates, averaged over faces."""
-    per_face_B = 0.5 * jnp.sum(jnp.square(pred_BxKx2 - true_BxKx2), axis=(-2, -1))
-    return _weighted_mean(per_face_B, weight_B)
+    return _weighted_mean(landmark_loss_per_face(pred_BxKx2, true_BxKx2), weight_B)
 
 
 def classification_loss(logits_BxC: jax.Array, labels_B: jax.Array,
                         weight_B: jax.Array | None = None) -> jax.Array:
     """Softmax cross-entropy, averaged over faces."""
-    per_face_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
-    return _weighted_mean(per_face_B, weight_B)
+    return _weighted_mean(classification_loss_per_face(logits_BxC, labels_B), weight_B)
 
 
 def task_lambdas(params: Mapping, fixed_A: jax.Array) -> jax.Array:

@@ -79,10 +79,9 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], apply_fn: Callable, c
     TRACE_COUNT["eval_step"] += 1
     data = augment.prepare_batch(None, batch, cfg.input_size, cfg.augment, cfg.flip_perm)
     outputs = apply_fn({"params": params}, data["image"])
-    per_face = {"landmarks": 0.5 * jnp.sum(jnp.square(outputs["landmarks"] - data["landmarks"]),
-                                           axis=(-2, -1))}
+    per_face = {"landmarks": losses.landmark_loss_per_face(outputs["landmarks"], data["landmarks"])}
     for task in cfg.aux_tasks:
-        per_face[task] = optax.softmax_cross_entropy_with_integer_labels(outputs[task], data[task])
+        per_face[task] = losses.classification_loss_per_face(outputs[task], data[task])
     return {"outputs": outputs, "per_face_loss": per_face}
 
 

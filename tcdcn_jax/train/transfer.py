@@ -3,8 +3,9 @@
 `finetune(config, workdir)` loads the trunk of the orbax checkpoint in `config.init_from` (or starts
 from scratch when it is ''), drops every pretrained head (the 5-point landmarks, the auxiliary tasks,
 learned task weights), trains through loop.train_and_evaluate with no auxiliary task, and then adds
-to summary.json what the study needs and the pretraining loop does not compute: the hard slices of
-the test set (large yaw, occluded) and the TCDCN-Averaged result.
+to summary.json what the study reads: the hard slices of the test set (large yaw, occluded; the
+loop's test summary has them) at the top level, and the TCDCN-Averaged result next to the loop's
+single-pass figures.
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from absl import logging
 
 from tcdcn_jax.model import averaging
 from tcdcn_jax.train import checkpoints
-from tcdcn_jax.eval import evaluate
-from tcdcn_jax.eval import metrics
+from tcdcn_jax.eval.evaluate import averaged_summary, grid_summaries
 from tcdcn_jax.train import loop
 from tcdcn_jax.data import sources
-from tcdcn_jax.layouts import get_layout
 
 # Settings that shape the trunk's parameters or function: the fine-tune must use the pretrain's.
 TRUNK_KEYS = ("trunk", "activation", "features")
@@ -67,52 +66,6 @@ def initial_params(config, splits: sources.Splits) -> dict[str, Any]:
     return transfer_params(fresh, pretrained)
 
 
-def hard_slices(dataset) -> dict[str, np.ndarray]:
-    """Boolean masks of the test faces the paper says multi-task pretraining helps most."""
-    out = {}
-    if "pose" in dataset.arrays:
-        out["large_pose"] = np.isin(dataset["pose"], (0, 4))
-    if "occluded" in dataset.arrays:
-        out["occluded"] = dataset["occluded"] == 1
-    if out:
-        out["hard"] = np.logical_or.reduce(list(out.values()))
-    return out
-
-
-def landmark_summary(lm_norm_NxKx2: np.ndarray, dataset) -> dict[str, Any]:
-    """NME and failure rate overall and on each hard slice (pixels, inter-ocular normalised)."""
-    true_px = dataset["landmarks"]
-    nme_N = metrics.nme_per_face(evaluate.to_pixels(lm_norm_NxKx2, dataset["box"]), true_px,
-                                 get_layout(true_px.shape[1]))
-    out = {"nme": float(nme_N.mean()), "failure_rate": metrics.failure_rate(nme_N), "slices": {}}
-    for name, mask in hard_slices(dataset).items():
-        if mask.any():
-            out["slices"][name] = {"num_faces": int(mask.sum()), "nme": float(nme_N[mask].mean()),
-                                   "failure_rate": metrics.failure_rate(nme_N[mask])}
-    return out
-
-
-def grid_summaries(model, params: dict[str, Any], dataset, grids: Mapping[str, np.ndarray],
-                   batch_size: int = 250) -> dict[str, Any]:
-    """Single pass and TCDCN-Averaged on each translation grid (none: the single pass alone).
-
-    Returns {'single': summary, 'grids': {name: summary + translations (+ sharing)}, 'mode'}.
-    """
-    single = averaging.predict_dataset(model, params, dataset["image"], dataset["box"],
-                                       np.zeros((1, 2), np.int32), batch_size)
-    result = {"single": landmark_summary(single, dataset), "grids": {},
-              "mode": "shared" if model.trunk == "report" else "passes"}
-    for name, offsets_Tx2 in grids.items():
-        avg = averaging.predict_dataset(model, params, dataset["image"], dataset["box"],
-                                        offsets_Tx2, batch_size)
-        entry = landmark_summary(avg, dataset)
-        entry["translations"] = int(len(offsets_Tx2))
-        if model.trunk == "report":
-            entry["sharing"] = averaging.sharing_cost(offsets_Tx2)
-        result["grids"][name] = entry
-    return result
-
-
 def compare_grids(workdir: str, dataset, grids: Mapping[str, np.ndarray],
                   batch_size: int = 250) -> dict[str, Any]:
     """grid_summaries for a workdir's latest checkpoint."""
@@ -130,30 +83,27 @@ def finetune(config, workdir: str, splits: sources.Splits | None = None,
     summary = loop.train_and_evaluate(config, workdir, splits, init_params=init,
                                        allow_config_change=allow_config_change)
     summary["init_from"] = config.init_from or None
+    summary["slices"] = summary["test"]["slices"]
     avg_cfg = config.averaging
-    grids = ({"averaged": averaging.grid_offsets(int(avg_cfg.step_px), int(avg_cfg.radius))}
-             if avg_cfg.enabled else {})
-    model, params, _ = checkpoints.load_model(workdir)
-    batch = int(config.eval_batch_size)
-    res = grid_summaries(model, params, splits.test, grids, batch)
-    summary["slices"] = res["single"]["slices"]
     if avg_cfg.enabled:
-        avg = dict(res["grids"]["averaged"])
-        summary["averaged"] = {"averaged": avg, "mode": res["mode"]}
+        offsets_Tx2 = averaging.grid_offsets(int(avg_cfg.step_px), int(avg_cfg.radius))
+        model, params, _ = checkpoints.load_model(workdir)
+        batch = int(config.eval_batch_size)
+        avg = averaged_summary(model, params, splits.test, offsets_Tx2, batch)
+        summary["averaged"] = {"averaged": avg, "mode": averaging.sharing_mode(model.trunk),
+                               "single_nme": summary["test"]["nme"], "extra_tests": {}}
         if "sharing" in avg:
             summary["averaged"]["sharing"] = avg.pop("sharing")
         translations = avg.pop("translations")
-        summary["averaged"]["single_nme"] = res["single"]["nme"]  # must equal test.nme
         # 300-W's common / challenging subsets (test is 'full'): single vs Averaged on each.
-        summary["averaged"]["extra_tests"] = {}
         for name, dataset in splits.extra_tests.items():
-            extra = grid_summaries(model, params, dataset, grids, batch)
-            one, many = extra["single"], extra["grids"]["averaged"]
+            one = summary["test"][name]
+            many = averaged_summary(model, params, dataset, offsets_Tx2, batch)
             summary["averaged"]["extra_tests"][name] = {
                 "single_nme": one["nme"], "single_failure_rate": one["failure_rate"],
                 "averaged_nme": many["nme"], "averaged_failure_rate": many["failure_rate"]}
         logging.info("test NME single %.4f, averaged over %d translations %.4f",
-                     res["single"]["nme"], translations, avg["nme"])
+                     summary["test"]["nme"], translations, avg["nme"])
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

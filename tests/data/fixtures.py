@@ -273,13 +273,14 @@ def check_flip(image_NxHxW: np.ndarray, box_Nx4: np.ndarray, lm_NxKx2: np.ndarra
     eye mirrored, the crop is the old crop mirrored, and mirroring twice gives the points back."""
     import jax.numpy as jnp
 
+    from tcdcn_jax import geometry
     from tcdcn_jax.data import augment
     from tcdcn_jax.layouts import eye_centres, flip_normalised, get_layout
 
     layout = get_layout(lm_NxKx2.shape[1])
     n, size = len(image_NxHxW), 40
     args = (jnp.asarray(image_NxHxW), jnp.asarray(box_Nx4), jnp.asarray(lm_NxKx2))
-    plain = augment.identity_params(n)
+    plain = geometry.identity_warp(n)
     mirror = plain._replace(flip_B=jnp.ones((n,), bool))
     img_o, lm_o = (np.asarray(a) for a in augment.crop_and_warp(*args, plain, size, layout.flip_perm))
     img_f, lm_f = (np.asarray(a) for a in augment.crop_and_warp(*args, mirror, size, layout.flip_perm))

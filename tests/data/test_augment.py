@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tcdcn_jax import geometry
 from tcdcn_jax.data import augment
-from tcdcn_jax.data.augment import AugmentConfig, AugmentParams
+from tcdcn_jax.data.augment import AugmentConfig
 
 FLIP_PERM_5 = (1, 0, 2, 4, 3)
 S = 40
@@ -33,8 +34,8 @@ def _blob_batch(rng: np.random.Generator, batch: int, sigma: float = 1.5):
     return image, box, lm
 
 
-def _params(shift, angle_deg, scale, flip) -> AugmentParams:
-    return AugmentParams(
+def _params(shift, angle_deg, scale, flip) -> geometry.Warp:
+    return geometry.Warp(
         shift_Bx2=jnp.asarray(shift, jnp.float32),
         angle_B=jnp.deg2rad(jnp.asarray(angle_deg, jnp.float32)),
         scale_B=jnp.asarray(scale, jnp.float32),
@@ -62,7 +63,7 @@ def test_bright_dot_lands_on_its_landmark(kind):
     image, box, lm = _blob_batch(rng, batch)
     zeros, ones = np.zeros(batch), np.ones(batch)
     params = {
-        "identity": augment.identity_params(batch),
+        "identity": geometry.identity_warp(batch),
         "shift": _params(rng.uniform(-0.05, 0.05, (batch, 2)), zeros, ones, zeros),
         "rotation": _params(np.zeros((batch, 2)), rng.uniform(-15, 15, batch), ones, zeros),
         "zoom": _params(np.zeros((batch, 2)), zeros, rng.uniform(0.9, 1.1, batch), zeros),
@@ -81,7 +82,7 @@ def test_bright_dot_lands_on_its_landmark(kind):
 def test_random_augmentation_actually_moves_the_face():
     rng = np.random.default_rng(11)
     image, box, lm = _blob_batch(rng, 32)
-    _, lm_id = augment.crop_and_warp(image, box, lm, augment.identity_params(32), S)
+    _, lm_id = augment.crop_and_warp(image, box, lm, geometry.identity_warp(32), S)
     params = augment.sample_params(jax.random.key(3), 32, AugmentConfig())
     _, lm_aug = augment.crop_and_warp(image, box, lm, params, S)
     assert np.abs(np.asarray(lm_aug) - np.asarray(lm_id)).max() > 0.02
@@ -90,29 +91,9 @@ def test_random_augmentation_actually_moves_the_face():
 def test_identity_crop_gives_box_normalised_landmarks():
     rng = np.random.default_rng(1)
     image, box, lm = _blob_batch(rng, 8)
-    _, lm_out = augment.crop_and_warp(image, box, lm, augment.identity_params(8), 60)
+    _, lm_out = augment.crop_and_warp(image, box, lm, geometry.identity_warp(8), 60)
     expected = (lm - box[:, None, :2]) / box[:, None, 2:]
     np.testing.assert_allclose(np.asarray(lm_out), expected, atol=1e-5)
-
-
-def test_identity_crop_of_a_ramp_samples_pixel_centres():
-    # Image value = x + 1000 y: output pixel (r, c) must read the source point
-    # (left + (c + 0.5) / S * width, top + (r + 0.5) / S * height); bilinear is exact on a ramp.
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
-    image = np.tile((xx + 1000.0 * yy)[None], (2, 1, 1))
-    box = np.array([[10.0, 20.0, 40.0, 40.0], [30.5, 5.25, 60.0, 45.0]], np.float32)
-    params = augment.identity_params(2)
-    a_Bx2x2, b_Bx2 = augment._invert_affine(*augment._forward_affine(jnp.asarray(box), params))
-    q = (np.arange(S) + 0.5) / S
-    qu, qv = np.meshgrid(q, q)  # qu varies along columns, qv along rows
-    x = np.asarray(a_Bx2x2[:, 0, 0, None, None]) * qu + np.asarray(b_Bx2[:, 0, None, None])
-    y = np.asarray(a_Bx2x2[:, 1, 1, None, None]) * qv + np.asarray(b_Bx2[:, 1, None, None])
-    np.testing.assert_allclose(x, box[:, 0, None, None] + qu * box[:, 2, None, None], rtol=1e-6)
-    np.testing.assert_allclose(y, box[:, 1, None, None] + qv * box[:, 3, None, None], rtol=1e-6)
-    raw = augment._bilinear_nearest(jnp.asarray(image, jnp.float32),
-                                    jnp.asarray(x.reshape(2, -1), jnp.float32),
-                                    jnp.asarray(y.reshape(2, -1), jnp.float32))
-    np.testing.assert_allclose(np.asarray(raw).reshape(2, S, S), x + 1000.0 * y, atol=0.02)
 
 
 def test_rotation_is_rigid_in_pixels_even_for_a_non_square_box():
@@ -131,7 +112,7 @@ def test_flip_mirrors_and_swaps_and_twice_is_identity():
     rng = np.random.default_rng(3)
     image, box, lm = _blob_batch(rng, 4)
     flip = _params(np.zeros((4, 2)), np.zeros(4), np.ones(4), np.ones(4))
-    _, lm_id = augment.crop_and_warp(image, box, lm, augment.identity_params(4), S, FLIP_PERM_5)
+    _, lm_id = augment.crop_and_warp(image, box, lm, geometry.identity_warp(4), S, FLIP_PERM_5)
     _, lm_flip = augment.crop_and_warp(image, box, lm, flip, S, FLIP_PERM_5)
     lm_id, lm_flip = np.asarray(lm_id), np.asarray(lm_flip)
     # The new image-left eye is the old image-right eye, mirrored.
@@ -154,7 +135,7 @@ def test_flip_mirrors_the_image():
     lm = np.zeros((3, 1, 2), np.float32)
     flip = _params(np.zeros((3, 2)), np.zeros(3), np.ones(3), np.ones(3))
     img_flip, _ = augment.crop_and_warp(image, box, lm, flip, S)
-    img_mirror, _ = augment.crop_and_warp(image[:, :, ::-1], box, lm, augment.identity_params(3), S)
+    img_mirror, _ = augment.crop_and_warp(image[:, :, ::-1], box, lm, geometry.identity_warp(3), S)
     np.testing.assert_allclose(np.asarray(img_flip), np.asarray(img_mirror), atol=1e-4)
 
 
@@ -173,19 +154,8 @@ def test_flat_image_stays_finite():
     image = np.full((2, H, W), 128, np.uint8)
     box = np.tile(np.array([[10.0, 10.0, 40.0, 40.0]], np.float32), (2, 1))
     img, _ = augment.crop_and_warp(image, box, np.zeros((2, 1, 2), np.float32),
-                                   augment.identity_params(2), S)
+                                   geometry.identity_warp(2), S)
     np.testing.assert_array_equal(np.asarray(img), 0.0)
-
-
-def test_edge_mode_is_nearest():
-    # Samples left of the image repeat column 0 instead of inventing black (or mean) pixels.
-    image = np.tile(np.where(np.arange(W) < 1, 200, 50).astype(np.uint8), (1, H, 1))
-    x_N = np.linspace(-30.0, 10.0, S)
-    raw = augment._bilinear_nearest(jnp.asarray(image), jnp.asarray(x_N[None], jnp.float32),
-                                    jnp.full((1, S), 20.0, jnp.float32))
-    raw = np.asarray(raw)[0]
-    np.testing.assert_allclose(raw[x_N <= 0], 200.0)
-    np.testing.assert_allclose(raw[x_N >= 1], 50.0)
 
 
 def _raw_batch(seed: int = 0, batch: int = 8):
@@ -259,7 +229,7 @@ def test_bad_inputs_raise():
         augment.prepare_batch(None, {"image": batch["image"]}, S)
     with pytest.raises(ValueError, match="box"):
         augment.crop_and_warp(batch["image"], batch["box"][:, :3], batch["landmarks"],
-                              augment.identity_params(8), S)
+                              geometry.identity_warp(8), S)
 
 
 def test_flip_mirrors_the_pose_label():

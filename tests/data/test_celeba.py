@@ -94,3 +94,19 @@ def test_bad_rows_name_file_and_line(tmp_path):
     (root / "MAFL" / "testing.txt").write_text("000002.jpg\n999999.jpg\n")
     with pytest.raises(DataError, match=r"testing.txt:2: 999999.jpg has no row"):
         tfds_common.prepare(celeba.TcdcnMafl, root)
+
+
+def test_the_documented_aligned_choice_loads_and_align_is_the_same(tmp_path):
+    root = tmp_path / "CelebA"
+    fx.write_celeba(root)
+    splits = sources.load(fx.config("celeba", root, celeba_images="aligned"))
+    assert len(splits.test) == 3
+    # 'align' (the release's file names) is the same choice, so the same built records.
+    for word in ("aligned", "align", "auto"):
+        assert celeba.image_set(root, word) == "aligned"
+    assert (celeba._options(fx.config("celeba", root, celeba_images="align"))
+            == celeba._options(fx.config("celeba", root, celeba_images="aligned")))
+    with pytest.raises(DataError, match="list_landmarks_celeba.txt not found"):
+        sources.load(fx.config("celeba", root, celeba_images="wild"))
+    with pytest.raises(ValueError, match="must be auto, aligned or wild, not 'cropped'"):
+        sources.load(fx.config("celeba", root, celeba_images="cropped"))

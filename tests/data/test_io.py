@@ -26,6 +26,14 @@ def test_sixteen_bit_uses_the_full_range(tmp_path):
     np.testing.assert_array_equal(load_grey(tmp_path / "a.png")[0], [0, 128, 255])
 
 
+def test_dataset_photos_are_read_upright(tmp_path):
+    upright = np.tile(np.arange(0, 240, 8, dtype=np.uint8), (20, 1))  # 20 x 30, brighter to the right
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored a quarter turn clockwise; viewers turn it back anticlockwise
+    Image.fromarray(np.rot90(upright, k=-1)).save(tmp_path / "a.png", exif=exif.tobytes())
+    np.testing.assert_array_equal(load_grey(tmp_path / "a.png"), upright)
+
+
 def test_missing_and_unreadable_images_name_the_file(tmp_path):
     with pytest.raises(DataError, match=r"missing image .*nope.jpg \(listed at list.txt:4\)"):
         load_grey(tmp_path / "nope.jpg", context="list.txt:4")

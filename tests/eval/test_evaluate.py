@@ -12,12 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tcdcn_jax import geometry
 from tcdcn_jax.configs.pretrain import get_config
 from tcdcn_jax.train import checkpoints
 from tcdcn_jax.eval import report
 from tcdcn_jax.eval import evaluate
 from tcdcn_jax.eval import metrics
 from tcdcn_jax.train import loop
+from tcdcn_jax.train import steps as steps_lib
 from tcdcn_jax.data import sources
 from tcdcn_jax.layouts import get_layout
 from tests.support import REPO
@@ -45,15 +47,16 @@ def workdir(tmp_path_factory):
     os.makedirs(path)
     (path / "config.json").write_text(c.to_json())
     checkpoints.save(checkpoints.manager(str(path)), state)
-    return str(path), splits, mean_Kx2
+    return str(path), splits, mean_Kx2, c
 
 
 def test_evaluate_numbers_match_the_hand_set_model(workdir):
-    path, splits, mean_Kx2 = workdir
+    path, splits, mean_Kx2, _ = workdir
     r = report.evaluate_workdir(path, num_faces=6)
     test = splits.test
     true_px = test["landmarks"].astype(np.float64)
-    mean_px = evaluate.to_pixels(np.broadcast_to(mean_Kx2, true_px.shape), test["box"])
+    mean_px = geometry.to_pixels(np.broadcast_to(mean_Kx2, true_px.shape),
+                                 test["box"].astype(np.float64))
     expected_N = metrics.nme_per_face(mean_px, true_px, get_layout(5))
     assert r["num_faces"] == 40 and r["split"] == "test" and r["checkpoint_step"] == 0
     np.testing.assert_allclose(r["per_face_nme"], expected_N, rtol=1e-5)
@@ -77,7 +80,7 @@ def test_evaluate_numbers_match_the_hand_set_model(workdir):
 
 
 def test_evaluate_other_split_and_bad_split(workdir, tmp_path):
-    path, splits, _ = workdir
+    path, splits, _, _ = workdir
     r = report.evaluate_workdir(path, split="validation", out_dir=str(tmp_path / "val"),
                                      num_faces=3)
     assert r["num_faces"] == len(splits.validation) == 32
@@ -87,7 +90,7 @@ def test_evaluate_other_split_and_bad_split(workdir, tmp_path):
 
 
 def test_command_line(workdir, tmp_path):
-    path, _, _ = workdir
+    path, _, _, _ = workdir
     out = tmp_path / "cli"
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.evaluate", f"--workdir={path}", "--split=validation",
@@ -95,3 +98,25 @@ def test_command_line(workdir, tmp_path):
         cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "eval.json").read_text())["num_faces"] == 32
+
+
+def test_predict_dataset_is_the_loops_eval_pass_compiled_once(workdir):
+    _, splits, _, config = workdir
+    model, step_cfg, state = loop.build(config, splits)  # freshly initialised: every head is live
+    runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
+    test = splits.test
+    loop_pass = evaluate.eval_outputs(runner, state.params, state.apply_fn, test, 16)
+    ours = evaluate.predict_dataset(model, state.params, test["image"], test["box"], batch_size=16)
+    assert set(ours) == {"landmarks", "pose", "gender", "glasses", "smile"}
+    for key in ours:
+        np.testing.assert_allclose(ours[key], loop_pass[key], atol=1e-5)
+    # Other params, another dataset size, the same batch: no new compilation.
+    fn = evaluate._batch_fn(model, None, "auto")
+    compiled = fn._cache_size()
+    other = jax.tree_util.tree_map(lambda p: p * 0.5, state.params)
+    val = splits.validation
+    again = evaluate.predict_dataset(model, other, val["image"], val["box"], batch_size=16)
+    assert again["landmarks"].shape == (len(val), 5, 2)
+    assert evaluate._batch_fn(model, None, "auto") is fn and fn._cache_size() == compiled
+    with pytest.raises(ValueError, match="need faces and a batch_size >= 1, got 0 faces"):
+        evaluate.predict_dataset(model, state.params, val["image"][:0], val["box"][:0])

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tcdcn_jax import geometry
 from tcdcn_jax.model import averaging
 from tcdcn_jax.model import networks
 from tcdcn_jax.data import augment
@@ -82,10 +83,10 @@ def test_untranslated_window_is_the_single_pass(report):
     data = augment.prepare_batch(None, dict(image=image, box=box,
                                             landmarks=np.zeros((2, 68, 2), np.float32)), 60)
     expected = model.apply({"params": params}, data["image"])["landmarks"]
-    big = averaging.crop_with_margin(image, box, 60, 4)
-    np.testing.assert_allclose(big[:, 4:64, 4:64], data["image"], atol=1e-4)
-    single = averaging.predict_dataset(model, params, image, box, np.zeros((1, 2), np.int32))
-    np.testing.assert_allclose(single, expected, atol=1e-4)
+    big = geometry.crop(jnp.asarray(image), jnp.asarray(box), 60, margin=4)
+    np.testing.assert_allclose(big[:, 4:64, 4:64], data["image"], atol=1e-6)
+    single, _ = averaging.averaged_landmarks(model, params, image, box, np.zeros((1, 2), np.int32))
+    np.testing.assert_allclose(single, expected, atol=1e-5)
 
 
 def test_default_offsets_are_centre_plus_20_small_shifts():
@@ -94,12 +95,6 @@ def test_default_offsets_are_centre_plus_20_small_shifts():
     assert offsets[0].tolist() == [0, 0]
     assert len({tuple(o) for o in offsets.tolist()}) == 21
     assert np.abs(offsets).max() == 4 and not np.any(np.all(np.abs(offsets) == 4, axis=1))
-
-
-def test_to_box_frame_adds_the_shift_over_the_crop_side():
-    lm = jnp.full((1, 2, 1, 2), 0.5)
-    out = averaging.to_box_frame(lm, np.array([[0, 0], [6, -3]]), 60)
-    np.testing.assert_allclose(out[0, :, 0], [[0.5, 0.5], [0.6, 0.45]], atol=1e-7)
 
 
 def _blob_image(cx: float, cy: float, size: int = 96) -> np.ndarray:
@@ -122,9 +117,9 @@ def test_averaged_toy_recovers_the_known_point_and_bookkeeping_matters():
     box = np.array([[20.0, 20.0, 60.0, 60.0]], np.float32)  # 1 crop pixel = 1 image pixel
     image = _blob_image(48.0, 52.0)
     offsets = averaging.grid_offsets(2, 2)
-    big = averaging.crop_with_margin(image, box, size, margin)
+    big = geometry.crop(jnp.asarray(image), jnp.asarray(box), size, margin=margin)
     per_window = averaging.passes_window_landmarks(_centroid_predictor, big, offsets, size, margin)
-    in_box = averaging.to_box_frame(per_window, offsets, size)
+    in_box = geometry.shift_to_box(per_window, offsets, size)
     truth = np.array([(48.0 - 20.0) / 60.0, (52.0 - 20.0) / 60.0])  # u = (x - left) / width
     # Raw window predictions move against the shift; mapped back they all agree with the truth.
     np.testing.assert_allclose(per_window[0, :, 0] - per_window[0, 0, 0],

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from absl.testing import absltest
 
+from tcdcn_jax import tasks
 from tcdcn_jax.model import networks
 
 
@@ -127,7 +128,8 @@ def test_output_keys_and_shapes(trunk, num_landmarks, aux):
     size = networks.input_size(trunk)
     out = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((3, size, size, 1),
                                                                       jnp.float32))
-    classes = dict(aux) if aux and isinstance(aux[0], tuple) else {t: networks.AUX_TASKS[t] for t in aux}
+    classes = (dict(aux) if aux and isinstance(aux[0], tuple)
+               else {t: tasks.NUM_CLASSES[t] for t in aux})
     assert set(out) == {"landmarks", *classes}
     assert out["landmarks"].shape == (3, num_landmarks, 2)
     for task, c in classes.items():
@@ -146,10 +148,6 @@ def test_real_outputs_have_the_declared_shapes():
             "landmarks": (3, 5, 2), "pose": (3, 5), "gender": (3, 2), "glasses": (3, 2),
             "smile": (3, 2)}
         chex.assert_tree_all_finite(out)
-
-
-def test_known_aux_task_classes():
-    assert networks.AUX_TASKS == {"pose": 5, "gender": 2, "glasses": 2, "smile": 2}
 
 
 def test_eccv_filters_differ_between_positions_after_init():
@@ -238,7 +236,7 @@ def test_learn_task_weights_adds_log_lambda():
     variables, _ = _abstract_init(_make("report", aux=aux, learn_task_weights=True), "report")
     assert variables["params"]["heads"]["log_lambda"].shape == (3,)
     # Its value, from the heads alone (cheap): zero, i.e. lambda = 1 at the start.
-    heads = networks.Heads(5, {t: networks.AUX_TASKS[t] for t in aux}, learn_task_weights=True)
+    heads = networks.Heads(5, {t: tasks.NUM_CLASSES[t] for t in aux}, learn_task_weights=True)
     log_lambda = heads.init(jax.random.key(0), jnp.ones((1, 8)))["params"]["log_lambda"]
     np.testing.assert_array_equal(log_lambda, np.zeros(3, np.float32))
     plain, _ = _abstract_init(_make("report", aux=aux), "report")

@@ -136,6 +136,24 @@ def test_import_official_then_predict_reproduces_the_authors_output(capsys, tmp_
     assert drawn.convert("RGB").getpixel((int(x), int(y))) == (255, 0, 0)
 
 
+def test_a_sideways_phone_photo_is_read_and_drawn_upright(capsys, tmp_path, workdir):
+    from tcdcn_jax.photos.predictor import Predictor
+
+    upright = np.random.default_rng(3).integers(0, 256, (90, 60), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored a quarter turn anticlockwise; viewers turn it back clockwise
+    Image.fromarray(np.rot90(upright, k=1)).save(tmp_path / "phone.png", exif=exif.tobytes())
+    box = (5.0, 20.0, 45.0, 50.0)  # in the upright photo, as the user sees it
+    code, lines, _ = _run(capsys, "predict", tmp_path / "phone.png", "--weights", workdir,
+                          "--box", ",".join(map(str, box)), "--json", tmp_path / "out.json",
+                          "--draw", tmp_path / "draw")
+    assert code == 0, lines
+    doc = json.loads((tmp_path / "out.json").read_text())
+    (want,) = Predictor.from_checkpoint(workdir).predict(upright, [box])
+    np.testing.assert_allclose(doc["images"][0]["faces"][0]["landmarks"], want.landmarks, atol=1e-3)
+    assert Image.open(doc["images"][0]["drawn"]).size == (60, 90)
+
+
 def test_import_official_refuses_bad_files(capsys, tmp_path):
     (tmp_path / "bad.mat").write_bytes(b"\x00" * 100)
     for path, words in [(tmp_path / "none.mat", "no such file"), (tmp_path / "bad.mat", ".mat")]:

@@ -3,6 +3,7 @@ mapping, aux probabilities, the imported official model, the detector and bad in
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -14,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from PIL import Image
 
+from tcdcn_jax import images, tasks
 from tcdcn_jax.configs.pretrain import get_config
 from tcdcn_jax.train import checkpoints
 from tcdcn_jax.photos import detect
@@ -93,6 +96,34 @@ def test_crops_equal_prepare_batch_including_edges(predictor):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_a_big_photo_is_cropped_from_windows_around_the_boxes(predictor, monkeypatch):
+    photo = np.random.default_rng(6).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    boxes = np.array([[1500.5, 900.0, 120.0, 130.0], [3950.0, -20.0, 90.0, 80.0]], np.float32)
+    seen = []
+    crop_windows = predictor_lib._crop_windows
+    monkeypatch.setattr(predictor_lib, "_crop_windows",
+                        lambda w, *a, **k: seen.append(w.shape) or crop_windows(w, *a, **k))
+    got = predictor.preprocess(photo, boxes)
+    assert seen == [(2, 192, 128)]  # two windows of the boxes' size, not two copies of the photo
+    grey = np.asarray(Image.fromarray(photo).convert("L"))
+    batch = {"image": np.repeat(grey[None], 2, 0), "box": boxes,
+             "landmarks": np.zeros((2, 1, 2), np.float32)}
+    want = np.asarray(augment.prepare_batch_jit(None, batch, out_size=40)["image"])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_images_come_in_any_form(predictor, tmp_path):
+    rgb = np.random.default_rng(7).integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "face.png")
+    data = (tmp_path / "face.png").read_bytes()
+    box = [(5.0, 6.0, 50.0, 48.0)]
+    (want,) = predictor.predict(rgb, box)
+    for image in (tmp_path / "face.png", str(tmp_path / "face.png"), data, io.BytesIO(data),
+                  Image.fromarray(rgb)):
+        (face,) = predictor.predict(image, box)
+        np.testing.assert_array_equal(face.landmarks, want.landmarks)
+
+
 def test_predict_maps_to_pixels_and_gives_probabilities(predictor, workdir):
     model, params, _ = checkpoints.load_model(str(workdir))
     grey = _noise(80, 80, 1)
@@ -109,9 +140,9 @@ def test_predict_maps_to_pixels_and_gives_probabilities(predictor, workdir):
         probs = np.asarray(jax.nn.softmax(out[task][0]))
         np.testing.assert_allclose(face.aux[task]["probs"], probs, atol=1e-5)
         assert face.aux[task]["label"] == int(np.argmax(probs))
-        assert face.aux[task]["name"] == predictor_lib.CLASS_NAMES[task][face.aux[task]["label"]]
+        assert face.aux[task]["name"] == tasks.TASKS[task].names[face.aux[task]["label"]]
     doc = json.loads(json.dumps(face.to_json()))
-    assert len(doc["landmarks"]) == 5 and doc["aux"]["pose"]["name"] in predictor_lib.CLASS_NAMES["pose"]
+    assert len(doc["landmarks"]) == 5 and doc["aux"]["pose"]["name"] in tasks.TASKS["pose"].names
 
 
 def test_batching_across_images_and_microbatches_changes_nothing(predictor):
@@ -143,7 +174,7 @@ def test_imported_official_model_matches_the_authors_output(tmp_path):
     assert model.num_landmarks == 68 and not model.aux_tasks
     pred = predictor_lib.Predictor.from_checkpoint(workdir)
     (face,) = pred.predict(str(image), [box])
-    ref = official.predict_official(official.load_official_params(official_dir() / "model.mat"),
+    ref = official.tool_landmarks(official.load_official_params(official_dir() / "model.mat"),
                                     image, box)
     np.testing.assert_allclose(face.landmarks, ref, atol=1e-3)
     assert np.linalg.norm(face.landmarks - points, axis=1).mean() < 2.5
@@ -154,7 +185,7 @@ def test_imported_official_model_matches_the_authors_output(tmp_path):
 
 def test_haar_detector_box_lands_on_the_known_box():
     image, box, points = official_example()
-    grey = predictor_lib.to_grey(predictor_lib.load_image(str(image)))
+    grey = images.to_grey(images.load_image(str(image)))
     found = detect.detect_faces(grey)
     assert len(found) >= 1
     left, top, width, height = found[0]
@@ -169,14 +200,8 @@ def test_haar_detector_box_lands_on_the_known_box():
 
 
 def test_bad_input_is_refused_clearly(tmp_path, predictor, workdir):
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        predictor_lib.load_image(tmp_path / "missing.jpg")
-    image, _, _ = official_example()
-    (tmp_path / "cut.jpg").write_bytes(image.read_bytes()[:5000])
-    with pytest.raises(ValueError, match="not a readable image"):
-        predictor_lib.load_image(tmp_path / "cut.jpg")
-    with pytest.raises(ValueError, match="uint8"):
-        predictor_lib.load_image(np.zeros((10, 10), np.float32))
+    with pytest.raises(FileNotFoundError, match="missing.jpg: no such file"):
+        predictor.predict(tmp_path / "missing.jpg")
     for box, message in [((0, 0, 0, 10), "below 1 px"), ((200, 5, 10, 10), "outside"),
                          ((-30, 0, 20, 20), "outside"), ((1, 2, 3), "4 finite"),
                          ((0, np.nan, 5, 5), "4 finite")]:
