@@ -21,11 +21,13 @@ The ECCV trunk (locally connected layers) runs as `model.apply` in the same chun
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.sharding import Mesh, PartitionSpec
 
 from tcdcn_jax.model import conv_pool
 from tcdcn_jax.model import networks
@@ -106,7 +108,22 @@ def apply(model: networks.TCDCN, params: Mapping[str, Any], img_BxSxSx1: jax.Arr
 
 
 def make_forward(model: networks.TCDCN, params: Mapping[str, Any], conv1: str | None = None,
-                 chunk: int | None = None) -> Forward:
-    """jitted img_BxSxSx1 -> {'landmarks': lm_BxKx2, task: probs_BxC}, params compiled in."""
+                 chunk: int | None = None, devices: Sequence[jax.Device] | None = None) -> Forward:
+    """jitted img_BxSxSx1 -> {'landmarks': lm_BxKx2, task: probs_BxC}, params compiled in.
+
+    With several `devices` (CPU devices: `jax_num_cpu_devices` set before jax starts), a batch
+    that divides evenly runs as one shard per device (shard_map), each in its own layout.
+    """
     params = jax.tree_util.tree_map(jnp.asarray, params)
-    return jax.jit(lambda img_BxSxSx1: apply(model, params, img_BxSxSx1, conv1, chunk))
+    single = jax.jit(lambda img_BxSxSx1: apply(model, params, img_BxSxSx1, conv1, chunk))
+    if not devices or len(devices) < 2:
+        return single
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    spec = PartitionSpec("batch")
+    sharded = jax.jit(jax.shard_map(lambda img: apply(model, params, img, conv1, chunk),
+                                    mesh=mesh, in_specs=spec, out_specs=spec))
+
+    def forward(img_BxSxSx1):
+        batch = img_BxSxSx1.shape[0]
+        return sharded(img_BxSxSx1) if batch % len(devices) == 0 else single(img_BxSxSx1)
+    return forward

@@ -9,7 +9,8 @@
   bytes, or an onnx.ModelProto) or built from model and params. Optional extras:
   `pip install 'tcdcn_jax[onnx]'` (onnx, onnxruntime) and `'tcdcn_jax[openvino]'`.
 
-All three take any batch size and give the same outputs (within ~1e-6: tests/photos/test_backends.py).
+All three take any batch size and give the same outputs (within 1e-5, tested in
+tests/photos/test_backends.py).
 `threads` caps the runtime's intra-op threads (None: the runtime's default, all cores).
 """
 

@@ -135,7 +135,7 @@ def export_model(predictor, path: str | os.PathLike, platforms: Sequence[str] | 
 
 
 def describe(predictor) -> dict[str, Any]:
-    """The sidecar: enough to preprocess and decode outside Python (see the README's export part)."""
+    """The sidecar: enough to preprocess and decode without this package, step by step."""
     from tcdcn_jax import layouts
     from tcdcn_jax.photos.predictor import CLASS_NAMES
 

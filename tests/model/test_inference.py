@@ -3,6 +3,8 @@ ragged last chunk) gives model.apply's outputs, for both trunks and every activa
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import jax
@@ -12,6 +14,7 @@ import pytest
 
 from tcdcn_jax.model import inference
 from tcdcn_jax.model import networks
+from tests.support import REPO
 
 AUX = ("pose", "gender", "smile", "glasses")
 
@@ -84,3 +87,23 @@ def test_unknown_conv1_fails_clearly():
     model, params = random_model("report", "relu", aux=())
     with pytest.raises(ValueError, match="conv1 must be 'fused' or 'plain'"):
         inference.make_forward(model, params, conv1="im2col")(images(1, 60))
+
+
+_SHARDED = """
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+import numpy as np
+from tcdcn_jax.model import inference
+from tests.model.test_inference import assert_outputs_equal, images, random_model, reference
+model, params = random_model("report", "relu")
+forward = inference.make_forward(model, params, devices=jax.devices())
+for batch in (6, 3):  # one shard per device; an odd batch runs on one device
+    img = images(batch, 60)
+    out = forward(img)
+    assert len(out["landmarks"].sharding.device_set) == (2 if batch == 6 else 1)
+    assert_outputs_equal(out, reference(model, params, img))
+"""
+
+
+def test_one_shard_per_cpu_device():
+    subprocess.run([sys.executable, "-c", _SHARDED], check=True, cwd=REPO)

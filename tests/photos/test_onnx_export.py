@@ -90,7 +90,8 @@ def test_cli_official_sidecar_says_how_to_crop(tmp_path, capsys):
     assert cli.main(["export", "--weights", str(official_dir() / "model.mat"), "--out", str(out),
                      "--format", "onnx"]) == 0
     meta = json.loads(Path(str(out) + ".json").read_text())
-    assert meta["preprocessing"] == "official" and meta["input_gain"] == official.OFFICIAL_INPUT_GAIN
+    assert meta["preprocessing"] == "official"
+    assert meta["input_gain"] == official.OFFICIAL_INPUT_GAIN
     assert meta["decode"]["layout"] == "ibug68" and meta["decode"]["point_groups"]["jaw"][-1] == 16
     assert any("rgb2gray" in step for step in meta["preprocess"])
     assert "side" in meta["decode"]["landmarks"]
