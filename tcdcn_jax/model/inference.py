@@ -9,12 +9,12 @@ the 2-core CPU against ONNX Runtime and OpenVINO (experiments/benchmark_inferenc
 are in README's performance section):
 
 - conv1: the report trunk's conv1 fused with its pool through space-to-depth (model/conv_pool.py)
-  is best at batch 1; from batch 2 up a plain convolution + reduce_window pool is faster (YNNPACK
-  runs the plain 5x5x1 convolution well once it has enough rows).
-- chunks: above `CHUNK_FROM` faces the batch runs as independent micro-batch calls unrolled
-  inside the one jitted function (a Python loop at trace time, then a concatenate), not as a
-  `lax.map`: XLA then runs two chunks at once, one per core, instead of splitting one small
-  fusion over both cores.
+  up to `PLAIN_FROM - 1` faces; from there to `CHUNK_FROM` a plain convolution + reduce_window
+  pool (measured at batch 32: +11-25%; at batch 1 it is 3-5% slower).
+- chunks: above `CHUNK_FROM` faces the batch runs as independent micro-batches of `CHUNK` faces
+  (fused conv1), unrolled inside the one jitted function (a Python loop at trace time, then a
+  concatenate), not as a `lax.map`: XLA then runs two chunks at once, one per core, instead of
+  splitting one small fusion over both cores (measured at batch 256: +14-18%).
 
 The ECCV trunk (locally connected layers) runs as `model.apply` in the same chunks.
 """
@@ -32,8 +32,9 @@ from jax.sharding import Mesh, PartitionSpec
 from tcdcn_jax.model import conv_pool
 from tcdcn_jax.model import networks
 
+PLAIN_FROM = 17  # batches from this size up to CHUNK_FROM run with a plain conv1
 CHUNK_FROM = 64  # batches above this run as unrolled micro-batches
-CHUNK = {"fused": 16, "plain": 8}  # faces per micro-batch, per conv1 kind (measured best)
+CHUNK = {"fused": 16, "plain": 8}  # faces per micro-batch, per conv1 kind (the best of 8..64)
 Forward = Callable[[jax.Array], dict[str, jax.Array]]
 
 
@@ -81,8 +82,9 @@ def heads(model: networks.TCDCN, params: Mapping[str, Any], feat_BxF: jax.Array
 
 def layout_for(batch: int) -> tuple[str, int]:
     """(conv1 kind, faces per micro-batch; 0 = one call) used at this batch size."""
-    conv1 = "fused" if batch == 1 else "plain"
-    return conv1, (CHUNK[conv1] if batch > CHUNK_FROM else 0)
+    if batch > CHUNK_FROM:
+        return "fused", CHUNK["fused"]
+    return ("plain" if batch >= PLAIN_FROM else "fused"), 0
 
 
 def apply(model: networks.TCDCN, params: Mapping[str, Any], img_BxSxSx1: jax.Array,

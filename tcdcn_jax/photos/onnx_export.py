@@ -14,7 +14,7 @@ equinox, dm-pix and orbax-export; and it traces what the code computes, so the r
 conv1 (fused with its pool through a space-to-depth phase kernel, model/conv_pool.py) arrives as
 a scatter over constants plus NonZero/GatherND index arithmetic instead of Conv + MaxPool. The
 graph here is the network's own layer list (Conv, Relu, MaxPool, Gemm, Softmax), which every
-runtime fuses well, in ~130 lines that depend on `onnx` alone.
+runtime fuses well, in a module that depends on `onnx` alone.
 
 Layouts: one input channel, so NHWC -> NCHW is a reshape; conv kernels HWIO -> OIHW; the first
 fully connected layer's rows go from our (h, w, c) flattening to ONNX's (c, h, w). The ECCV

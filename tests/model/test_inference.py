@@ -73,8 +73,7 @@ def test_eccv_in_chunks_equals_the_flax_model():
 def test_layout_per_batch_size():
     assert inference.layout_for(1) == ("fused", 0)
     assert inference.layout_for(32) == ("plain", 0)
-    conv1, chunk = inference.layout_for(256)
-    assert conv1 == "plain" and chunk == inference.CHUNK["plain"]
+    assert inference.layout_for(256) == ("fused", inference.CHUNK["fused"])
 
 
 def test_default_layout_at_a_chunked_batch_size():
