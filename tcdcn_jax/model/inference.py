@@ -10,11 +10,17 @@ are in README's performance section):
 
 - conv1: the report trunk's conv1 fused with its pool through space-to-depth (model/conv_pool.py)
   up to `PLAIN_FROM - 1` faces; from there to `CHUNK_FROM` a plain convolution + reduce_window
-  pool (measured at batch 32: +11-25%; at batch 1 it is 3-5% slower).
+  pool (at batch 32: +11-25% on two cores; at batch 1 3-5% slower; batch 16 not told apart).
 - chunks: above `CHUNK_FROM` faces the batch runs as independent micro-batches of `CHUNK` faces
   (fused conv1), unrolled inside the one jitted function (a Python loop at trace time, then a
   concatenate), not as a `lax.map`: XLA then runs two chunks at once, one per core, instead of
-  splitting one small fusion over both cores (measured at batch 256: +14-18%).
+  splitting one small fusion over both cores (at batch 256: +14-18% on a quiet machine, +27-37%
+  busy). On a single core the same chunks cost ~7% against a lax.map: they pay for the 2nd core.
+
+Per core, XLA's kernels match OpenVINO's (pinned to one core, single-threaded: 1.04 / 0.98 /
+1.00 of its faces/s at batch 1 / 32 / 256); what is left on two cores is how a fusion spreads
+over the second one. Splitting a face's filters or rows into independent convolutions, and
+sharding one face's rows over two CPU devices, were slower at batch 1.
 
 The ECCV trunk (locally connected layers) runs as `model.apply` in the same chunks.
 """
