@@ -214,9 +214,9 @@ def window_landmarks(model: networks.TCDCN, params: dict[str, Any], img_BxLxLx1:
     """
     size = networks.input_size(model.trunk)
     if mode == "auto":
-        mode = "shared" if model.trunk == "report" else "passes"
+        mode = "shared" if networks.shares_convolutions(model.trunk) else "passes"
     if mode == "shared":
-        if model.trunk != "report":
+        if not networks.shares_convolutions(model.trunk):
             raise ValueError(f"the {model.trunk!r} trunk is locally connected, not translation-"
                              "equivariant: its translations cannot share convolutions; use 'passes'")
         trunk = params["trunk"]
@@ -272,7 +272,8 @@ def averaged_landmarks(model: networks.TCDCN, params: dict[str, Any], image_BxHx
     margin = int(np.abs(offsets).max())
     size = networks.input_size(model.trunk)
     if microbatch is None:
-        passes = mode == "passes" or (mode == "auto" and model.trunk != "report")
+        shared = networks.shares_convolutions(model.trunk)
+        passes = mode == "passes" or (mode == "auto" and not shared)
         microbatch = (max(1, MICROBATCH_ONE_WINDOW // len(offsets)) if passes or len(offsets) == 1
                       else MICROBATCH)
     big = crop_with_margin(image_BxHxW, box_Bx4, size, margin)

@@ -18,6 +18,7 @@ import numpy as np
 from absl import logging
 
 from tcdcn_jax.model import averaging
+from tcdcn_jax.model import networks
 from tcdcn_jax.train import checkpoints
 from tcdcn_jax.eval import evaluate
 from tcdcn_jax.eval import metrics
@@ -101,13 +102,13 @@ def grid_summaries(model, params: dict[str, Any], dataset, grids: Mapping[str, n
     single = averaging.predict_dataset(model, params, dataset["image"], dataset["box"],
                                        np.zeros((1, 2), np.int32), batch_size)
     result = {"single": landmark_summary(single, dataset), "grids": {},
-              "mode": "shared" if model.trunk == "report" else "passes"}
+              "mode": "shared" if networks.shares_convolutions(model.trunk) else "passes"}
     for name, offsets_Tx2 in grids.items():
         avg = averaging.predict_dataset(model, params, dataset["image"], dataset["box"],
                                         offsets_Tx2, batch_size)
         entry = landmark_summary(avg, dataset)
         entry["translations"] = int(len(offsets_Tx2))
-        if model.trunk == "report":
+        if networks.shares_convolutions(model.trunk):
             entry["sharing"] = averaging.sharing_cost(offsets_Tx2)
         result["grids"][name] = entry
     return result
