@@ -18,7 +18,8 @@ FLAGS = common.define_training_flags("tcdcn_jax/configs/pretrain.py", "runs/abla
 _VARIANTS = flags.DEFINE_list("variants", list(ablation.VARIANTS), "Variants to train.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds per variant.")
 _QUICK = flags.DEFINE_bool("quick", False, "Smoke sizes (tiny data, a dozen steps per run).")
-_CACHE = flags.DEFINE_bool("compile_cache", True, "Persistent compilation cache in WORKDIR/.jax_cache.")
+_CACHE = flags.DEFINE_bool("compile_cache", True, "Persistent compilation cache in WORKDIR/.jax_cache "
+                          "(unless JAX_COMPILATION_CACHE_DIR names one).")
 
 
 def main(argv):

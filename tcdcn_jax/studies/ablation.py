@@ -6,6 +6,7 @@ Layout of an ablation workdir W:
                               metrics.jsonl, summary.json); a run whose summary.json exists is kept
   W/ablation.json, W/ablation.md, W/*.png   the aggregate, rewritten at the end of every invocation
   W/.jax_cache/               persistent compilation cache: seeds of a variant reuse its compiled step
+                              (unless JAX_COMPILATION_CACHE_DIR names one already)
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ def run_config(config: ml_collections.ConfigDict, variant: str, seed: int,
 
 def enable_compile_cache(path: str) -> None:
     """A persistent compilation cache: runs whose step compiles to the same program (the seeds of a
-    variant; the single binary-task variants) load it instead of compiling again (~10 s on CPU each)."""
+    variant; the single binary-task variants) load it instead of compiling again (~10 s on CPU each).
+    A cache the user already set (JAX_COMPILATION_CACHE_DIR) is kept as it is."""
     import jax
 
+    if jax.config.jax_compilation_cache_dir:
+        return
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -22,9 +22,6 @@ from tcdcn_jax.data import augment
 from tcdcn_jax.data.pipeline import MASK_KEY
 from tcdcn_jax.train.state import TrainState
 
-# Incremented each time train_step is traced; tests read it to catch recompiles.
-TRACE_COUNT = {"train_step": 0, "eval_step": 0}
-
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
@@ -48,7 +45,6 @@ def _mask_stopped_heads(updates: Any, aux_tasks: tuple[str, ...], active_A: jax.
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], cfg: StepConfig
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-    TRACE_COUNT["train_step"] += 1
     rng, aug_key = jax.random.split(state.rng)
     data = augment.prepare_batch(aug_key, batch, cfg.input_size, cfg.augment, cfg.flip_perm)
     active_A = early_stopping.active(state.task_stop)
@@ -76,7 +72,6 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], cfg: StepConfi
 def eval_step(params: Any, batch: Mapping[str, jax.Array], apply_fn: Callable, cfg: StepConfig
               ) -> dict[str, jax.Array]:
     """Predictions and per-face losses without augmentation; padded rows carry batch['valid'] = 0."""
-    TRACE_COUNT["eval_step"] += 1
     data = augment.prepare_batch(None, batch, cfg.input_size, cfg.augment, cfg.flip_perm)
     outputs = apply_fn({"params": params}, data["image"])
     per_face = {"landmarks": 0.5 * jnp.sum(jnp.square(outputs["landmarks"] - data["landmarks"]),
