@@ -65,7 +65,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], cfg: StepConfi
         task_stop = early_stopping.accumulate(task_stop, aux["task_losses_A"])
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,
                               task_stop=task_stop)
-    metrics = dict(aux, grad_norm=optax.global_norm(grads))
+    metrics = dict(aux, grad_norm=optax.tree.norm(grads))
     return new_state, metrics
 
 
