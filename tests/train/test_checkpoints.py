@@ -49,7 +49,7 @@ def test_a_workdir_in_the_earlier_layout_still_loads(tmp_path):
     """{step, params, rng} written by hand, as weights-only workdirs were before write_weights."""
     params = random_params(_model(), seed=2)
     mngr = checkpoints.manager(str(tmp_path))
-    mngr.save(3, args=ocp.args.StandardSave({"step": np.int32(3), "params": params,
+    mngr.save(3, args=ocp.args.StandardSave({"step": np.asarray(3, np.int32), "params": params,
                                              "rng": np.zeros(2, np.uint32)}))
     mngr.wait_until_finished()
     (tmp_path / "config.json").write_text(_config().to_json())
