@@ -42,14 +42,15 @@ def tiny_flags(**overrides) -> list[str]:
 
 
 def random_dataset(n: int, num_landmarks: int = 5, seed: int = 0):
-    """n random 80 x 80 photos with one fixed box, random points inside it and random labels for
-    every task (and 'occluded' on every third face): numbers to train on, not faces."""
+    """n random 48 x 48 photos (the tiny synthetic photos' size, so that training on them compiles
+    the same programs) with one fixed box, random points inside it and random labels for every task
+    (and 'occluded' on every third face): numbers to train on, not faces."""
     from tcdcn_jax.data.pipeline import ArrayDataset
 
     rng = np.random.default_rng(seed)
-    box = np.tile(np.array([16, 16, 48, 48], np.float32), (n, 1))
-    lm = box[:, None, :2] + rng.uniform(0.2, 0.8, (n, num_landmarks, 2)).astype(np.float32) * 48
-    arrays = dict(image=rng.integers(0, 255, (n, 80, 80), dtype=np.uint8), box=box, landmarks=lm,
+    box = np.tile(np.array([8, 8, 32, 32], np.float32), (n, 1))
+    lm = box[:, None, :2] + rng.uniform(0.2, 0.8, (n, num_landmarks, 2)).astype(np.float32) * 32
+    arrays = dict(image=rng.integers(0, 255, (n, 48, 48), dtype=np.uint8), box=box, landmarks=lm,
                   occluded=(np.arange(n) % 3 == 0).astype(np.int32))
     for task, classes in zip(TASKS, (5, 2, 2, 2)):
         arrays[task] = rng.integers(0, classes, n).astype(np.int32)
