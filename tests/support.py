@@ -72,17 +72,13 @@ def random_params(model, seed: int = 0) -> dict:
     """Params for `model` drawn in numpy on its eval_shape (no init compile: it costs seconds here),
     scaled like a fan-in init so that outputs stay finite and vary."""
     import jax
-    import jax.numpy as jnp
 
-    from tcdcn_jax.model import networks
+    from tcdcn_jax.model import build
 
-    size = networks.input_size(model.trunk)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, size, size, 1), jnp.float32))["params"]
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_map(
         lambda s: rng.normal(0, 1 / np.sqrt(max(1, np.prod(s.shape[:-1]))), s.shape)
-        .astype(np.float32), shapes)
+        .astype(np.float32), build.param_shapes(model))
 
 
 def assert_drawn_png(path, min_side: int = 200) -> None:

@@ -45,11 +45,16 @@ def from_params(config, params: Mapping[str, Any], where: str = "") -> networks.
     return model
 
 
+def param_shapes(model: networks.TCDCN) -> dict[str, Any]:
+    """The model's params as jax.ShapeDtypeStruct leaves, traced without running (or compiling) init."""
+    size = networks.input_size(model.trunk)
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, size, size, 1), jnp.float32))["params"]
+
+
 def check_params(model: networks.TCDCN, params: Mapping[str, Any], where: str = "") -> None:
     """ValueError naming the first param whose presence or shape differs from what `model` needs."""
-    size = networks.input_size(model.trunk)
-    expected = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                              jnp.zeros((1, size, size, 1), jnp.float32))["params"]
+    expected = param_shapes(model)
     want = {jax.tree_util.keystr(k): v.shape
             for k, v in jax.tree_util.tree_leaves_with_path(expected)}
     got = {jax.tree_util.keystr(k): np.shape(v)
