@@ -51,7 +51,8 @@ def main(argv):
            "translations": int(len(offsets)),
            "microbatch": {"averaged": averaging.MICROBATCH,
                           "one_pass": averaging.MICROBATCH_ONE_WINDOW},
-           "sharing": averaging.sharing_cost(offsets) if model.trunk == "report" else "none (passes)",
+           "sharing": (averaging.sharing_cost(offsets) if networks.shares_convolutions(model.trunk)
+                       else "none (passes)"),
            "seconds": {}, "ratio_to_one_pass": {}}
     for b in (int(x) for x in _BATCHES.value):
         image = jnp.asarray(rng.integers(0, 255, (b, 96, 96)).astype(np.uint8))

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from tcdcn_jax.model import build
 from tcdcn_jax.model import networks
 from tcdcn_jax.photos import predictor
 
@@ -86,13 +87,10 @@ def xla_sgemm_call(n: int = 1024) -> Callable[[], Any]:
 
 def random_params(model: networks.TCDCN, seed: int = 0) -> dict[str, Any]:
     """He-scaled random params on the model's shapes (speed does not depend on the values)."""
-    size = networks.input_size(model.trunk)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, size, size, 1), jnp.float32))["params"]
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_map(
         lambda s: jnp.asarray(rng.normal(0, np.sqrt(2 / max(1, np.prod(s.shape[:-1]))), s.shape),
-                              jnp.float32), shapes)
+                              jnp.float32), build.param_shapes(model))
 
 
 def network_call(model, params, batch: int, microbatch: int) -> Callable[[], Any]:

@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 from tcdcn_jax.model import networks
 from tcdcn_jax.train import steps as steps_lib
-from tcdcn_jax.train import loop
+from tcdcn_jax.train import setup
 from tcdcn_jax.data import augment, sources
 from tcdcn_jax.data.pipeline import BatchIterator
 
@@ -53,7 +53,7 @@ def main(argv):
     c = _CONFIG.value
     c.num_train, c.num_val, c.num_test = max(4 * c.batch_size, 2048), 64, 64
     splits = sources.load(c)
-    model, step_cfg, state = loop.build(c, splits)
+    model, step_cfg, state = setup.build(c, splits)
     runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
     state = runner.put_state(state)
     it = BatchIterator(splits.train, c.batch_size, c.seed)

@@ -5,39 +5,30 @@ Three arms fine-tuned to 68 points on the same data with the same seeds: from th
 (5 points + pose, gender, glasses, smile), from a landmark-only pretrain (5 points), from scratch.
 Each pretrain runs once (or is taken from an existing workdir); every arm is fine-tuned once per seed.
 Layout under --workdir: pretrain_<arm>/, finetune_<arm>_seed<s>/, transfer.json, transfer.md.
-Resumable: a run whose summary.json exists is skipped, a half-done run resumes from its checkpoint.
-The work is tcdcn_jax.transfer_study.run_study.
+Resumable: a finished run of the same config is kept, a half-done one resumes from its checkpoint.
+The work is tcdcn_jax.studies.transfer_study.run_study.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app
 
-from tcdcn_jax.train import loop
+from experiments import common
 from tcdcn_jax.studies import transfer_study
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "tcdcn_jax/configs/finetune.py:study", "Study config (get_config('study')).",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/transfer_study", "Where every run and the report go.")
+# The study config (get_config('study')) holds a pretrain and a fine-tune config.
+FLAGS = common.define_training_flags("tcdcn_jax/configs/finetune.py:study", "runs/transfer_study")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
-    loop.quiet_library_logs()
-    try:
-        transfer_study.run_study(_CONFIG.value, _WORKDIR.value)
-    except (loop.ConfigMismatchError, FloatingPointError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    with open(os.path.join(_WORKDIR.value, "transfer.md")) as f:
+    common.run_training(argv, lambda: transfer_study.run_study(
+        FLAGS.config.value, FLAGS.workdir.value,
+        allow_config_change=FLAGS.allow_config_change.value))
+    with open(os.path.join(FLAGS.workdir.value, "transfer.md")) as f:
         print(f.read())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

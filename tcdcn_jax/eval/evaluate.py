@@ -160,7 +160,7 @@ def averaged_summary(model: networks.TCDCN, params: Any, dataset: ArrayDataset,
                          batch_size)["landmarks"]
     entry = landmark_summary(lm, dataset)
     entry["translations"] = int(len(offsets_Tx2))
-    if model.trunk == "report":
+    if networks.shares_convolutions(model.trunk):
         entry["sharing"] = averaging.sharing_cost(offsets_Tx2)
     return entry
 

@@ -163,7 +163,7 @@ def shared_conv_windows(trunk_params: dict[str, Any], activation: str, img_BxLxL
 def sharing_mode(trunk: str, mode: str = "auto") -> str:
     """'shared' or 'passes': what `mode` means for a trunk ('auto': share where it can)."""
     if mode == "auto":
-        return "shared" if trunk == "report" else "passes"
+        return "shared" if networks.shares_convolutions(trunk) else "passes"
     if mode not in ("shared", "passes"):
         raise ValueError(f"unknown mode {mode!r}; choose 'auto', 'shared' or 'passes'")
     return mode
@@ -184,7 +184,7 @@ def window_landmarks(model: networks.TCDCN, params: dict[str, Any], img_BxLxLx1:
     size = networks.input_size(model.trunk)
     mode = sharing_mode(model.trunk, mode)
     if mode == "shared":
-        if model.trunk != "report":
+        if not networks.shares_convolutions(model.trunk):
             raise ValueError(f"the {model.trunk!r} trunk is locally connected, not translation-"
                              "equivariant: its translations cannot share convolutions; use 'passes'")
         trunk = params["trunk"]

@@ -22,11 +22,15 @@ from tcdcn_jax import tasks
 from tcdcn_jax.model import conv_pool
 from tcdcn_jax.model import local_conv
 
-# (filters, kernel size) of the four convolutional layers, input side, and the width of x^l.
+# (filters, kernel size) of the four convolutional layers, input side, the width of x^l, and whether
+# the filters are shared across positions (convolutions) or not (locally connected layers).
 TRUNK_SPECS = {
-    "eccv": dict(layers=((20, 5), (48, 3), (64, 3), (80, 2)), input_size=40, features=100),
-    "report": dict(layers=((20, 5), (48, 5), (64, 3), (80, 3)), input_size=60, features=512),
+    "eccv": dict(layers=((20, 5), (48, 3), (64, 3), (80, 2)), input_size=40, features=100,
+                 shared_conv=False),
+    "report": dict(layers=((20, 5), (48, 5), (64, 3), (80, 3)), input_size=60, features=512,
+                   shared_conv=True),
 }
+DEFAULT_TRUNK, DEFAULT_ACTIVATION = "eccv", "abs_tanh"  # the ECCV paper's model
 
 ACTIVATIONS: Mapping[str, Callable[[jax.Array], jax.Array]] = {
     "abs_tanh": lambda x: jnp.abs(jnp.tanh(x)),
@@ -34,10 +38,17 @@ ACTIVATIONS: Mapping[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
 }
 
+LOG_LAMBDA = "log_lambda"  # the learned task weights' param in params['heads'] (read by the loss)
+
 
 def input_size(trunk: str) -> int:
     """The side S of the S x S grey input a trunk expects."""
     return TRUNK_SPECS[_check_trunk(trunk)]["input_size"]
+
+
+def shares_convolutions(trunk: str) -> bool:
+    """Whether a trunk's filters are shared across positions, so translated windows can share maps."""
+    return TRUNK_SPECS[_check_trunk(trunk)]["shared_conv"]
 
 
 def forward_flops(model: "TCDCN") -> int:
@@ -74,8 +85,8 @@ def _max_pool(x: jax.Array) -> jax.Array:
 class Trunk(nn.Module):
     """Shared feature extractor: img_BxSxSx1 -> x^l (B x features)."""
 
-    kind: str = "report"
-    activation: str = "relu"
+    kind: str = DEFAULT_TRUNK
+    activation: str = DEFAULT_ACTIVATION
     features: int | None = None  # None: the width the paper uses for this trunk
 
     @nn.compact
@@ -90,8 +101,8 @@ class Trunk(nn.Module):
             raise ValueError(f"unknown activation {self.activation!r}; "
                              f"choose one of {sorted(ACTIVATIONS)}")
         act = ACTIVATIONS[self.activation]
-        if self.kind == "eccv":
-            x = self._eccv_maps(img_BxSxSx1, spec["layers"], act)
+        if not spec["shared_conv"]:
+            x = self._local_maps(img_BxSxSx1, spec["layers"], act)
         else:
             # conv1 (a single input channel) runs fused with its pool: conv_pool says why.
             filters, k = spec["layers"][0]
@@ -105,7 +116,7 @@ class Trunk(nn.Module):
         width = self.features or spec["features"]
         return act(nn.Dense(width, name="fc")(x_BxF))
 
-    def _eccv_maps(self, img_BxSxSx1: jax.Array, layers, act) -> jax.Array:
+    def _local_maps(self, img_BxSxSx1: jax.Array, layers, act) -> jax.Array:
         """The locally connected layers, run batch-minor (H x W x C x B): ~9x faster to train on XLA CPU.
 
         `LocalConv` is NHWC outside (like nn.ConvLocal, so captured intermediates keep that layout);
@@ -129,7 +140,7 @@ class Heads(nn.Module):
     @nn.compact
     def __call__(self, feat_BxF: jax.Array) -> dict[str, jax.Array]:
         if self.learn_task_weights and self.aux_tasks:
-            self.param("log_lambda", nn.initializers.zeros, (len(self.aux_tasks),), jnp.float32)
+            self.param(LOG_LAMBDA, nn.initializers.zeros, (len(self.aux_tasks),), jnp.float32)
         out = {"landmarks": nn.Dense(2 * self.num_landmarks, name="landmarks")(feat_BxF)
                .reshape((feat_BxF.shape[0], self.num_landmarks, 2))}
         for task, num_classes in self.aux_tasks.items():
@@ -142,8 +153,8 @@ class TCDCN(nn.Module):
 
     num_landmarks: int = 5
     aux_tasks: Mapping[str, int] | None = None
-    trunk: str = "eccv"
-    activation: str = "abs_tanh"
+    trunk: str = DEFAULT_TRUNK
+    activation: str = DEFAULT_ACTIVATION
     features: int | None = None
     learn_task_weights: bool = False
 

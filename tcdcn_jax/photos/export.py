@@ -1,8 +1,8 @@
 """Weights in and out: the authors' model.mat as our workdir, and a model as serialised StableHLO.
 
-- `import_official(model.mat, out)` writes out/config.json (a pretrain config for the report trunk,
-  68 points, no auxiliary tasks, `preprocessing='official'`, `input_gain`) and an orbax checkpoint
-  of the train-state fields step, params and rng holding the authors' weights, so
+- `import_official(model.mat, out)` writes the authors' weights as a workdir
+  (`checkpoints.write_weights`: config.json, a pretrain config for the report trunk, 68 points, no
+  auxiliary tasks, `preprocessing='official'`, `input_gain`; and a checkpoint of the params), so
   `checkpoints.load_model` and `Predictor.from_checkpoint` read it like any run of ours.
 - `export_model(predictor, path, format=...)` serialises the network with the weights inside, for
   the fixed S x S input and a dynamic batch: img_BxSxSx1 float32 (preprocessed as
@@ -53,33 +53,17 @@ _OFFICIAL_STEPS = [
 def import_official(mat_path: str | os.PathLike, out_dir: str | os.PathLike) -> str:
     """Writes the authors' 68-point model as a workdir; returns the workdir path."""
     from tcdcn_jax.configs.pretrain import get_config
-    import orbax.checkpoint as ocp
-
-    from tcdcn_jax.train import checkpoints
     from tcdcn_jax.photos import official
+    from tcdcn_jax.train import checkpoints
 
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    if os.path.isdir(os.path.join(out_dir, "checkpoints")) and os.listdir(
-            os.path.join(out_dir, "checkpoints")):
-        raise ValueError(f"{out_dir} already holds checkpoints; choose an empty folder")
-    params = jax.tree_util.tree_map(jnp.asarray, official.load_official_params(mat_path))
+    params = official.load_official_params(mat_path)
     config = get_config()
     config.trunk, config.activation, config.features = "report", "relu", 0
     config.num_landmarks, config.aux_tasks = official.NUM_LANDMARKS, ""
     config.preprocessing = "official"
     config.input_gain = official.OFFICIAL_INPUT_GAIN
     config.source = os.path.abspath(os.fspath(mat_path))
-    os.makedirs(out_dir, exist_ok=True)
-    # The train state's fields that make sense for weights nobody trained here. Not a full TrainState:
-    # with no auxiliary tasks its task-stop arrays have size 0, which orbax refuses to save.
-    tree = {"step": jnp.zeros((), jnp.int32), "params": params,
-            "rng": jax.random.PRNGKey(int(config.seed))}
-    mngr = checkpoints.manager(out_dir)
-    mngr.save(0, args=ocp.args.StandardSave(tree))
-    mngr.wait_until_finished()
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
-    return out_dir
+    return checkpoints.write_weights(out_dir, params, config)
 
 
 def check_platforms(platforms: Sequence[str]) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ import numpy as np
 from tcdcn_jax import geometry, tasks
 from tcdcn_jax.images import ImageLike, load_image, to_grey
 from tcdcn_jax.train import checkpoints
+from tcdcn_jax.model import build as model_build
 from tcdcn_jax.model import networks
 from tcdcn_jax.photos import official
 
@@ -112,22 +113,6 @@ def grey_windows(arr: np.ndarray, boxes_Nx4: np.ndarray, size: int,
     return windows, np.array([span[:2] for span in spans], np.float32)
 
 
-def check_params(model: networks.TCDCN, params: Mapping[str, Any], where: str = "") -> None:
-    """ValueError naming the first param whose presence or shape differs from what `model` needs."""
-    size = networks.input_size(model.trunk)
-    expected = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                              jnp.zeros((1, size, size, 1), jnp.float32))["params"]
-    want = {jax.tree_util.keystr(k): v.shape
-            for k, v in jax.tree_util.tree_leaves_with_path(expected)}
-    got = {jax.tree_util.keystr(k): np.shape(v)
-           for k, v in jax.tree_util.tree_leaves_with_path(params)}
-    for name in sorted(set(want) | set(got)):
-        if want.get(name) != got.get(name):
-            raise ValueError(f"checkpoint{' ' + where if where else ''} does not fit a "
-                             f"{model.trunk} TCDCN: param {name} has shape {got.get(name)}, "
-                             f"the model needs {want.get(name)}")
-
-
 def make_forward(model: networks.TCDCN, microbatch: int = MICROBATCH,
                  params: Mapping[str, Any] | None = None):
     """jitted (params, img_BxSxSx1) -> {'landmarks': lm_BxKx2, task: probs_BxC}, or, given `params`,
@@ -169,7 +154,7 @@ class Predictor:
             raise ValueError("official preprocessing makes 60x60 crops: it needs the report trunk")
         if batch_size < 1 or microbatch < 1:
             raise ValueError(f"batch_size and microbatch must be >= 1, got {batch_size}, {microbatch}")
-        check_params(model, params)
+        model_build.check_params(model, params)
         self.model = model
         self.params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, params))
         self.preprocessing = preprocessing
@@ -188,8 +173,7 @@ class Predictor:
         workdir = os.fspath(workdir)
         if not os.path.isdir(workdir):
             raise FileNotFoundError(f"{workdir}: no such workdir")
-        model, params, config = checkpoints.load_model(workdir)
-        check_params(model, params, f"in {workdir!r}")
+        model, params, config = checkpoints.load_model(workdir)  # params checked against the model
         kwargs.setdefault("preprocessing", config.get("preprocessing", "standard"))
         kwargs.setdefault("input_gain", config.get("input_gain", 1.0))
         return cls(model, params, **kwargs)

@@ -6,10 +6,12 @@ Layout of an ablation workdir W:
                               metrics.jsonl, summary.json); a run whose summary.json exists is kept
   W/ablation.json, W/ablation.md, W/*.png   the aggregate, rewritten at the end of every invocation
   W/.jax_cache/               persistent compilation cache: seeds of a variant reuse its compiled step
+                              (unless JAX_COMPILATION_CACHE_DIR names one already)
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -21,9 +23,11 @@ import numpy as np
 from absl import logging
 
 from tcdcn_jax.train import checkpoints
+from tcdcn_jax.train import distributed
 from tcdcn_jax.eval import plots
 from tcdcn_jax.eval import relatedness
 from tcdcn_jax.train import loop
+from tcdcn_jax.train import setup
 from tcdcn_jax.data import sources
 
 ALL_TASKS = "pose,gender,glasses,smile"
@@ -39,10 +43,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "FLD+all": {"aux_tasks": ALL_TASKS, "early_stopping": True},
     NO_ES: {"aux_tasks": ALL_TASKS, "early_stopping": False},
 }
-# Sizes of a smoke run (--quick): a few seconds per run once compiled.
+# Sizes of a smoke run (--quick): a few seconds per run once compiled. A constant learning rate: a
+# dozen steps leave no room to warm up and decay.
 QUICK: dict[str, Any] = dict(
     num_train=96, num_val=32, num_test=32, image_size=48, num_steps=12, batch_size=16,
-    eval_every=4, log_every=4, checkpoint_every=12, eval_batch_size=32, warmup_steps=2, es_strip=2)
+    eval_every=4, log_every=4, checkpoint_every=12, eval_batch_size=16, schedule="constant",
+    es_strip=2)
 RELATEDNESS_VARIANTS = ("FLD+all", "FLD+smile")  # heat maps: all tasks, and the paper's Fig. 5b pair
 
 
@@ -77,9 +83,12 @@ def run_config(config: ml_collections.ConfigDict, variant: str, seed: int,
 
 def enable_compile_cache(path: str) -> None:
     """A persistent compilation cache: runs whose step compiles to the same program (the seeds of a
-    variant; the single binary-task variants) load it instead of compiling again (~10 s on CPU each)."""
+    variant; the single binary-task variants) load it instead of compiling again (~10 s on CPU each).
+    A cache the user already set (JAX_COMPILATION_CACHE_DIR) is kept as it is."""
     import jax
 
+    if jax.config.jax_compilation_cache_dir:
+        return
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -88,25 +97,25 @@ def enable_compile_cache(path: str) -> None:
 
 def run_variants(config: ml_collections.ConfigDict, workdir: str, variants: Sequence[str],
                  seeds: Sequence[int], quick: bool = False, splits: sources.Splits | None = None,
-                 train_fn: Callable[..., dict] | None = None) -> dict[str, dict[int, dict]]:
+                 train_fn: Callable[..., dict] | None = None,
+                 allow_config_change: bool = False) -> dict[str, dict[int, dict]]:
     """Trains every (variant, seed) on one copy of the data; returns {variant: {seed: summary}}.
 
-    A run with a summary.json is kept as it is; a half-done one resumes from its checkpoint.
-    `train_fn` defaults to loop.train_and_evaluate(config, workdir, splits).
+    A finished run of the same config is kept as it is; a half-done one resumes from its checkpoint
+    (setup.finished_summary says what happens to a run of another config). `train_fn(config,
+    workdir, splits)` defaults to loop.train_and_evaluate.
     """
     check_variants(variants, seeds)
-    train_fn = train_fn or loop.train_and_evaluate
+    train_fn = train_fn or functools.partial(loop.train_and_evaluate,
+                                             allow_config_change=allow_config_change)
     splits = splits or sources.load(run_config(config, variants[0], seeds[0], quick))
     results: dict[str, dict[int, dict]] = {v: {} for v in variants}
     # Seeds outermost: an ablation stopped part-way has every variant at the seeds it finished.
     for seed in seeds:
         for variant in variants:
             c, path = run_config(config, variant, seed, quick), run_dir(workdir, variant, seed)
-            loop.check_resumable(c, path)  # before skipping: a kept run must match too
-            summary_path = os.path.join(path, "summary.json")
-            if os.path.exists(summary_path):
-                with open(summary_path) as f:
-                    summary = json.load(f)
+            summary = setup.finished_summary(c, path, allow_config_change)
+            if summary is not None:
                 logging.info("ablation: %s seed %d already done (test NME %.4f), kept", variant, seed,
                              summary["test"]["nme"])
             else:
@@ -191,7 +200,7 @@ def _read_records(path: str) -> list[dict]:
 
 
 def _relatedness(workdir: str, variant: str, seeds: Sequence[int]) -> dict[str, Any]:
-    per_seed = [relatedness.head_correlations(checkpoints.restore_params(
+    per_seed = [relatedness.head_correlations(checkpoints.load_params(
         run_dir(workdir, variant, s))[1]) for s in seeds]
     return relatedness.mean_correlations(per_seed)
 
@@ -341,6 +350,8 @@ def report(config: ml_collections.ConfigDict, workdir: str,
            "comparisons": comparisons(summary), "relatedness": rel,
            "runs": {v: {str(s): {k: r[k] for k in ("test", "task_stopped_at", "seconds", "steps")}
                         for s, r in by_seed.items()} for v, by_seed in results.items()}}
+    if not distributed.is_primary():  # one writer per ablation
+        return out
     out["figures"] = figures(workdir, summary, results, point_names, rel)
     with open(os.path.join(workdir, "ablation.json"), "w") as f:
         json.dump(out, f, indent=1)
@@ -350,16 +361,17 @@ def report(config: ml_collections.ConfigDict, workdir: str,
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, variants: Sequence[str] = tuple(VARIANTS),
-        seeds: Sequence[int] = (0, 1, 2), quick: bool = False,
-        compile_cache: bool = True) -> dict[str, Any]:
+        seeds: Sequence[int] = (0, 1, 2), quick: bool = False, compile_cache: bool = True,
+        allow_config_change: bool = False) -> dict[str, Any]:
     """The whole ablation: train what is missing, then write ablation.json / .md and the PNGs."""
     t0 = time.time()
     check_variants(variants, seeds)
     os.makedirs(workdir, exist_ok=True)
     if compile_cache:
         enable_compile_cache(os.path.join(workdir, ".jax_cache"))
-    loop.quiet_library_logs()
-    results = run_variants(config, workdir, variants, seeds, quick)
+    setup.quiet_library_logs()
+    results = run_variants(config, workdir, variants, seeds, quick,
+                           allow_config_change=allow_config_change)
     out = report(config, workdir, results, seeds, quick, time.time() - t0)
     logging.info("ablation done in %.0f s: %s", time.time() - t0,
                  {v: round(s["nme"]["mean"], 4) for v, s in out["summary"].items()})

@@ -2,8 +2,8 @@
 same seeds: from the multi-task pretrain (5 points + pose, gender, glasses, smile), from a landmark-only
 pretrain (5 points), from scratch. Each pretrain runs once (or is taken from an existing workdir); every
 arm is fine-tuned once per seed. Layout under the study workdir: pretrain_<arm>/,
-finetune_<arm>_seed<s>/, study_config.json, transfer.json, transfer.md. Resumable: a run whose
-summary.json exists is skipped, a half-done run resumes from its checkpoint.
+finetune_<arm>_seed<s>/, study_config.json, transfer.json, transfer.md. Resumable: a finished run of
+the same config is kept, a half-done run resumes from its checkpoint.
 Command: `python -m experiments.transfer_study --flagfile=experiments/flagfiles/transfer_study.flags`.
 """
 
@@ -18,7 +18,9 @@ import numpy as np
 from absl import logging
 
 from tcdcn_jax.train import checkpoints
+from tcdcn_jax.train import distributed
 from tcdcn_jax.train import loop
+from tcdcn_jax.train import setup
 from tcdcn_jax.train import transfer
 from tcdcn_jax.data import sources
 
@@ -50,16 +52,12 @@ def seeds_of(study) -> list[int]:
     return seeds
 
 
-def _done(workdir: str) -> bool:
-    return os.path.exists(os.path.join(workdir, "summary.json"))
-
-
 def pretrain_workdirs(study, workdir: str) -> dict[str, str]:
     given = {"multitask": study.multitask_workdir, "landmark_only": study.landmark_only_workdir}
     return {arm: given[arm] or os.path.join(workdir, f"pretrain_{arm}") for arm in PRETRAINED_ARMS}
 
 
-def run_pretrains(study, workdir: str) -> dict[str, str]:
+def run_pretrains(study, workdir: str, allow_config_change: bool = False) -> dict[str, str]:
     """Runs the pretrains that are neither given nor finished; returns arm -> pretrain workdir."""
     dirs = pretrain_workdirs(study, workdir)
     splits = None
@@ -69,15 +67,15 @@ def run_pretrains(study, workdir: str) -> dict[str, str]:
             if not os.path.isdir(os.path.join(wd, "checkpoints")):
                 raise FileNotFoundError(f"{arm} pretrain workdir {wd!r} has no checkpoints/")
             continue
-        if _done(wd):
-            logging.info("pretrain %s: done (%s)", arm, wd)
-            continue
         config = _copy(study.pretrain)
         if arm == "landmark_only":
             config.aux_tasks = ""
+        if setup.finished_summary(config, wd, allow_config_change) is not None:
+            logging.info("pretrain %s: done (%s)", arm, wd)
+            continue
         splits = splits or sources.load(config)
         logging.info("pretrain %s -> %s", arm, wd)
-        loop.train_and_evaluate(config, wd, splits)
+        loop.train_and_evaluate(config, wd, splits, allow_config_change=allow_config_change)
     return dirs
 
 
@@ -85,20 +83,21 @@ def finetune_workdir(workdir: str, arm: str, seed: int) -> str:
     return os.path.join(workdir, f"finetune_{arm}_seed{seed}")
 
 
-def run_finetunes(study, workdir: str, pretrained: dict[str, str]) -> None:
+def run_finetunes(study, workdir: str, pretrained: dict[str, str],
+                  allow_config_change: bool = False) -> None:
     splits = None
     for seed in seeds_of(study):
         for arm in ARMS:
             wd = finetune_workdir(workdir, arm, seed)
-            if _done(wd):
-                logging.info("fine-tune %s seed %d: done", arm, seed)
-                continue
             config = _copy(study.finetune)
             config.seed = seed
             config.init_from = pretrained.get(arm, "")
+            if setup.finished_summary(config, wd, allow_config_change) is not None:
+                logging.info("fine-tune %s seed %d: done", arm, seed)
+                continue
             splits = splits or sources.load(config)
             logging.info("fine-tune %s seed %d -> %s", arm, seed, wd)
-            transfer.finetune(config, wd, splits)
+            transfer.finetune(config, wd, splits, allow_config_change=allow_config_change)
 
 
 def _get(tree: dict, path: Sequence[str]):
@@ -163,12 +162,15 @@ def markdown(results: dict[str, Any], settings: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_study(study, workdir: str) -> dict[str, Any]:
+def run_study(study, workdir: str, allow_config_change: bool = False) -> dict[str, Any]:
+    """Runs what is missing of the study, then writes transfer.json and transfer.md."""
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "study_config.json"), "w") as f:
-        f.write(study.to_json(indent=2))
-    pretrained = run_pretrains(study, workdir)
-    run_finetunes(study, workdir, pretrained)
+    primary = distributed.is_primary()  # one writer per study
+    if primary:
+        with open(os.path.join(workdir, "study_config.json"), "w") as f:
+            f.write(study.to_json(indent=2))
+    pretrained = run_pretrains(study, workdir, allow_config_change)
+    run_finetunes(study, workdir, pretrained, allow_config_change)
     results = collect(workdir, seeds_of(study))
     # The pretrain that actually ran (a given workdir may differ from study.pretrain).
     p, ft = checkpoints.read_config(pretrained["multitask"]), study.finetune
@@ -179,6 +181,8 @@ def run_study(study, workdir: str) -> dict[str, Any]:
                 f"Averaged: grid step {ft.averaging.step_px} px, radius {ft.averaging.radius}.")
     results["settings"] = settings
     results["pretrain_workdirs"] = pretrained
+    if not primary:
+        return results
     with open(os.path.join(workdir, "transfer.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(workdir, "transfer.md"), "w") as f:

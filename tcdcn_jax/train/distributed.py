@@ -7,6 +7,8 @@ from absl import flags, logging
 
 
 def define_flags() -> None:
+    """--coordinator_address, --num_processes, --process_id, as flags of the main that calls this."""
+    flags.disclaim_key_flags()
     flags.DEFINE_string("coordinator_address", None,
                         "host:port of process 0, for multi-host runs (jax.distributed).")
     flags.DEFINE_integer("num_processes", 1, "Number of processes (hosts) in the run.")

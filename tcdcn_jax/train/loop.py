@@ -19,66 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from tcdcn_jax.data import sources
+from tcdcn_jax.data.pipeline import BatchIterator
+from tcdcn_jax.eval import evaluate
 from tcdcn_jax.train import checkpoints
 from tcdcn_jax.train import distributed
 from tcdcn_jax.train import early_stopping
-from tcdcn_jax.eval import evaluate
 from tcdcn_jax.train import losses
-from tcdcn_jax.model import networks
+from tcdcn_jax.train import setup
 from tcdcn_jax.train import steps as steps_lib
-from tcdcn_jax.train import state as ts
-from tcdcn_jax.data import augment, sources
-from tcdcn_jax.data.pipeline import BatchIterator
-from tcdcn_jax.layouts import get_layout
-
-
-def aux_task_names(config) -> tuple[str, ...]:
-    """config.aux_tasks as a tuple: a comma-separated string ('' for none) or a sequence."""
-    tasks = config.aux_tasks
-    if isinstance(tasks, str):
-        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-    return tuple(tasks)
-
-
-def _augment_config(config) -> augment.AugmentConfig:
-    a = config.augment
-    return augment.AugmentConfig(max_shift=a.max_shift, max_rotation_deg=a.max_rotation_deg,
-                                 scale_range=(a.scale_min, a.scale_max), flip=a.flip)
-
-
-def _check_config(config, splits: sources.Splits, aux_tasks: tuple[str, ...]) -> None:
-    for key in ("num_steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
-        if int(config[key]) < 1:
-            raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
-    missing = [t for t in aux_tasks if t not in splits.train.arrays]
-    if missing:
-        raise ValueError(f"dataset {config.dataset!r} has no labels for auxiliary tasks {missing}")
-    early_stopping.check_hparams(config.es_strip, config.es_epsilon)
-
-
-# Fields that may change between a run and its resumption: they do not change what is trained.
-RESUMABLE_FIELDS = ("eval_every", "log_every", "checkpoint_every", "eval_batch_size", "data_dir")
-
-
-class ConfigMismatchError(ValueError):
-    """The workdir holds a run with another config."""
-
-
-def check_resumable(config, workdir: str, allow_config_change: bool = False) -> None:
-    """Refuses to continue a workdir's run under a different config (unless told to)."""
-    path = os.path.join(workdir, "config.json")
-    if allow_config_change or not os.path.exists(path):
-        return
-    with open(path) as f:
-        old = json.load(f)
-    new = json.loads(config.to_json())
-    diff = sorted(k for k in set(old) | set(new)
-                  if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k))
-    if diff:
-        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
-        raise ConfigMismatchError(
-            f"{workdir} holds a run with a different config ({details}). Use another --workdir, or "
-            "pass --allow_config_change to resume it under the new config.")
 
 
 class _Logger:
@@ -112,16 +61,6 @@ class _Logger:
         self.tb.close()
 
 
-def quiet_library_logs() -> None:
-    """Keeps orbax's per-save INFO chatter out of the progress log (warnings still show)."""
-    import logging as pylogging
-
-    def keep(record: pylogging.LogRecord) -> bool:
-        return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
-
-    pylogging.getLogger("absl").addFilter(keep)
-
-
 def _fail_if_not_finite(step: int, values: dict[str, float]) -> None:
     bad = [name for name, v in values.items() if not math.isfinite(v)]
     if bad:
@@ -149,25 +88,6 @@ class _StopSignal:
             signal.signal(signal.SIGTERM, self._old)
 
 
-def build(config, splits: sources.Splits):
-    """The model, step config and fresh train state a config describes."""
-    aux_tasks = aux_task_names(config)
-    _check_config(config, splits, aux_tasks)
-    model = networks.make_model(splits.num_landmarks, aux_tasks, config.trunk, config.activation,
-                              config.features or None, config.learn_task_weights)
-    size = networks.input_size(config.trunk)
-    tx = ts.make_optimizer(config.optimizer, config.learning_rate, config.num_steps,
-                           config.schedule, config.warmup_steps, config.momentum,
-                           config.get("trunk_lr_multiplier", 1.0))
-    state = ts.create(model, tx, jax.random.PRNGKey(config.seed), size, aux_tasks, config.es_strip)
-    flip_perm = get_layout(splits.num_landmarks).flip_perm if config.augment.flip else None
-    step_cfg = steps_lib.StepConfig(
-        aux_tasks=aux_tasks, task_lambdas=tuple(float(config.task_lambda) for _ in aux_tasks),
-        weight_decay=float(config.weight_decay), input_size=size, augment=_augment_config(config),
-        flip_perm=tuple(flip_perm) if flip_perm is not None else None)
-    return model, step_cfg, state
-
-
 def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = None,
                        init_params=None, allow_config_change: bool = False) -> dict[str, Any]:
     """Trains (resuming from workdir's latest checkpoint), evaluates on the test split, writes summary.json.
@@ -177,18 +97,17 @@ def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = Non
     checkpoint, then ends the run with KeyboardInterrupt.
     """
     os.makedirs(workdir, exist_ok=True)
-    quiet_library_logs()
-    check_resumable(config, workdir, allow_config_change)
+    setup.quiet_library_logs()
+    setup.check_resumable(config, workdir, allow_config_change)
     devices = jax.devices()
     logging.info("devices: %d x %s (%s)", len(devices), devices[0].device_kind, devices[0].platform)
     t_start = time.time()
     splits = splits or sources.load(config)
-    _, step_cfg, state = build(config, splits)
+    _, step_cfg, state = setup.build(config, splits)
     if init_params is not None:
         state = state.replace(params=init_params, opt_state=state.tx.init(init_params))
     if distributed.is_primary():
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json(indent=2))
+        checkpoints.write_config(workdir, config)
 
     mngr = checkpoints.manager(workdir)
     restored = checkpoints.restore_latest(mngr, state)
@@ -196,20 +115,20 @@ def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = Non
         state = restored
         logging.info("resumed from step %d", int(state.step))
     runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
-    loop = _Loop(config, workdir, splits, step_cfg, runner, mngr, int(state.step))
+    trainer = _Trainer(config, workdir, splits, step_cfg, runner, mngr, int(state.step))
     with _StopSignal() as stop:
-        state = loop.run(runner.put_state(state), stop)
+        state = trainer.train(runner.put_state(state), stop)
 
     summary = {
         "steps": int(state.step),
         "seconds": round(time.time() - t_start, 1),
         "devices": f"{len(devices)} x {devices[0].device_kind}",
-        "test": loop.test(state),
+        "test": trainer.test(state),
         "task_stopped_at": {t: (int(s) if s >= 0 else None) for t, s in
                             zip(step_cfg.aux_tasks, jax.device_get(state.task_stop.stopped_at_A))},
     }
     for name, dataset in splits.extra_tests.items():
-        summary["test"][name] = loop.test(state, dataset)
+        summary["test"][name] = trainer.test(state, dataset)
     if distributed.is_primary():
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
@@ -220,7 +139,7 @@ def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = Non
     return summary
 
 
-class _Loop:
+class _Trainer:
     """The steps between start and config.num_steps: train, log, evaluate + early stopping, save."""
 
     def __init__(self, config, workdir, splits, step_cfg, runner, mngr, start_step):
@@ -242,7 +161,7 @@ class _Loop:
                              f"got {config.es_train_loss!r}")
         self.t_log, self.step_log = time.time(), start_step
 
-    def run(self, state, stop: _StopSignal):
+    def train(self, state, stop: _StopSignal):
         c = self.config
         batches = BatchIterator(self.splits.train, int(c.batch_size), int(c.seed))
         try:
@@ -295,8 +214,8 @@ class _Loop:
 
     def _evaluate(self, done: int, state):
         """Validation pass; its auxiliary losses feed Eq. 5; one metrics.jsonl record."""
-        ts_ = state.task_stop
-        period_train = jax.device_get(ts_.period_sum_A / jnp.maximum(ts_.period_steps, 1))
+        task_stop = state.task_stop
+        period_train = jax.device_get(task_stop.period_sum_A / jnp.maximum(task_stop.period_steps, 1))
         pred = evaluate.eval_outputs(self.runner, state.params, state.apply_fn,
                                      self.splits.validation, int(self.config.eval_batch_size))
         val = evaluate.summarise(pred, self.splits.validation, self.aux)
@@ -309,7 +228,7 @@ class _Loop:
             val_A = jnp.asarray([val["loss"][t] for t in self.aux], jnp.float32)
             lam_A = losses.task_lambdas(state.params, self.lambda_fixed)
             task_stop, crit = self.es_update(
-                ts_, val_A, lam_A, state.step, epsilon=self.epsilon,
+                task_stop, val_A, lam_A, state.step, epsilon=self.epsilon,
                 train_loss_A=(None if self.train_probe is None
                               else jnp.asarray(period_train, jnp.float32)))
             state = state.replace(task_stop=task_stop)

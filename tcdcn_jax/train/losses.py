@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-LOG_LAMBDA = "log_lambda"  # name of the learned task-weight parameter inside params['heads']
+from tcdcn_jax.model.networks import LOG_LAMBDA
 
 
 def _weighted_mean(values_B: jax.Array, weight_B: jax.Array | None) -> jax.Array:

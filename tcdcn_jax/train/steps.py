@@ -22,9 +22,6 @@ from tcdcn_jax.data import augment
 from tcdcn_jax.data.pipeline import MASK_KEY
 from tcdcn_jax.train.state import TrainState
 
-# Incremented each time train_step is traced; tests read it to catch recompiles.
-TRACE_COUNT = {"train_step": 0, "eval_step": 0}
-
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
@@ -48,7 +45,6 @@ def _mask_stopped_heads(updates: Any, aux_tasks: tuple[str, ...], active_A: jax.
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], cfg: StepConfig
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-    TRACE_COUNT["train_step"] += 1
     rng, aug_key = jax.random.split(state.rng)
     data = augment.prepare_batch(aug_key, batch, cfg.input_size, cfg.augment, cfg.flip_perm)
     active_A = early_stopping.active(state.task_stop)
@@ -69,14 +65,13 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], cfg: StepConfi
         task_stop = early_stopping.accumulate(task_stop, aux["task_losses_A"])
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,
                               task_stop=task_stop)
-    metrics = dict(aux, grad_norm=optax.global_norm(grads))
+    metrics = dict(aux, grad_norm=optax.tree.norm(grads))
     return new_state, metrics
 
 
 def eval_step(params: Any, batch: Mapping[str, jax.Array], apply_fn: Callable, cfg: StepConfig
               ) -> dict[str, jax.Array]:
     """Predictions and per-face losses without augmentation; padded rows carry batch['valid'] = 0."""
-    TRACE_COUNT["eval_step"] += 1
     data = augment.prepare_batch(None, batch, cfg.input_size, cfg.augment, cfg.flip_perm)
     outputs = apply_fn({"params": params}, data["image"])
     per_face = {"landmarks": losses.landmark_loss_per_face(outputs["landmarks"], data["landmarks"])}

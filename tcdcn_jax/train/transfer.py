@@ -19,9 +19,12 @@ import numpy as np
 from absl import logging
 
 from tcdcn_jax.model import averaging
+from tcdcn_jax.model import build as model_build
 from tcdcn_jax.train import checkpoints
+from tcdcn_jax.train import distributed
 from tcdcn_jax.eval.evaluate import averaged_summary, grid_summaries
 from tcdcn_jax.train import loop
+from tcdcn_jax.train import setup
 from tcdcn_jax.data import sources
 
 # Settings that shape the trunk's parameters or function: the fine-tune must use the pretrain's.
@@ -55,12 +58,12 @@ def transfer_params(fresh: dict[str, Any], pretrained: dict[str, Any]) -> dict[s
 
 def initial_params(config, splits: sources.Splits) -> dict[str, Any]:
     """The step-0 params of a fine-tune: pretrained trunk + fresh head, or all fresh (from scratch)."""
-    _, _, state = loop.build(config, splits)
+    _, _, state = setup.build(config, splits)
     fresh = jax.device_get(state.params)
     if not config.init_from:
         return transfer_params(fresh, {"trunk": fresh["trunk"]})
     check_trunk_matches(config, checkpoints.read_config(config.init_from), config.init_from)
-    step, pretrained = checkpoints.restore_params(config.init_from)
+    step, pretrained = checkpoints.load_params(config.init_from)
     logging.info("trunk from %s (step %d); heads dropped: %s", config.init_from, step,
                  sorted(pretrained.get("heads", {})))
     return transfer_params(fresh, pretrained)
@@ -76,7 +79,7 @@ def compare_grids(workdir: str, dataset, grids: Mapping[str, np.ndarray],
 def finetune(config, workdir: str, splits: sources.Splits | None = None,
              allow_config_change: bool = False) -> dict[str, Any]:
     """Fine-tunes (resumable) and writes summary.json with 'slices' and, if asked, 'averaged'."""
-    if loop.aux_task_names(config):
+    if model_build.aux_task_names(config):
         raise ValueError(f"fine-tuning runs without auxiliary tasks; got aux_tasks={config.aux_tasks!r}")
     splits = splits or sources.load(config)
     init = initial_params(config, splits)
@@ -104,6 +107,7 @@ def finetune(config, workdir: str, splits: sources.Splits | None = None,
                 "averaged_nme": many["nme"], "averaged_failure_rate": many["failure_rate"]}
         logging.info("test NME single %.4f, averaged over %d translations %.4f",
                      summary["test"]["nme"], translations, avg["nme"])
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if distributed.is_primary():
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     return summary

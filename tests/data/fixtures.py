@@ -253,13 +253,11 @@ def write_wflw(root: pathlib.Path, n_train: int = 5, n_test: int = 4, seed: int 
 
 
 def config(dataset: str, data_dir: pathlib.Path, **overrides):
-    """The pretraining config pointed at a fixture folder, with small held-out sets."""
-    from tcdcn_jax.configs.pretrain import get_config
+    """The tiny training config pointed at a fixture folder, with small held-out sets."""
+    from tests.support import tiny_config
 
-    c = get_config()
-    c.dataset, c.data_dir, c.num_val, c.num_test = dataset, str(data_dir), 1, 2
-    c.update(overrides)
-    return c
+    return tiny_config(**{"dataset": dataset, "data_dir": str(data_dir), "num_val": 1, "num_test": 2,
+                          **overrides})
 
 
 def photo_coords(split: dict) -> np.ndarray:

@@ -1,6 +1,5 @@
 """CelebA / MAFL reader: release folders -> partition and MAFL splits, points, 40 attributes, boxes."""
 
-import pathlib
 import re
 
 import numpy as np

@@ -8,46 +8,37 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tcdcn_jax import geometry
-from tcdcn_jax.configs.pretrain import get_config
-from tcdcn_jax.train import checkpoints
-from tcdcn_jax.eval import report
+from tcdcn_jax.data import sources
 from tcdcn_jax.eval import evaluate
 from tcdcn_jax.eval import metrics
-from tcdcn_jax.train import loop
+from tcdcn_jax.eval import report
+from tcdcn_jax.train import setup
 from tcdcn_jax.train import steps as steps_lib
-from tcdcn_jax.data import sources
 from tcdcn_jax.layouts import get_layout
-from tests.support import REPO
+from tcdcn_jax.model import build
+from tcdcn_jax.train import checkpoints
+from tests.support import REPO, assert_drawn_png, random_params, tiny_config
 
 FRONTAL = 2
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    c = get_config()
-    c.update(num_train=64, num_val=32, num_test=40, image_size=48, data_dir=str(root / "data"),
-             batch_size=16, eval_batch_size=16, num_steps=8, warmup_steps=2)
+    c = tiny_config(num_val=24, num_test=40)
     splits = sources.load(c)
-    _, _, state = loop.build(c, splits)
-    params = jax.device_get(state.params)
+    params = random_params(build.from_config(c, 5))
     mean_Kx2 = sources.mean_shape(splits.train)
     heads = params["heads"]
     heads["landmarks"] = {"kernel": np.zeros_like(heads["landmarks"]["kernel"]),
                           "bias": mean_Kx2.reshape(-1).astype(np.float32)}
     heads["pose"] = {"kernel": np.zeros_like(heads["pose"]["kernel"]),
                      "bias": np.eye(5, dtype=np.float32)[FRONTAL] * 5}
-    state = state.replace(params=jax.tree_util.tree_map(jnp.asarray, params))
-    path = root / "run"
-    os.makedirs(path)
-    (path / "config.json").write_text(c.to_json())
-    checkpoints.save(checkpoints.manager(str(path)), state)
-    return str(path), splits, mean_Kx2, c
+    path = checkpoints.write_weights(str(tmp_path_factory.mktemp("eval") / "run"), params, c)
+    return path, splits, mean_Kx2, c
 
 
 def test_evaluate_numbers_match_the_hand_set_model(workdir):
@@ -76,14 +67,14 @@ def test_evaluate_numbers_match_the_hand_set_model(workdir):
     saved = json.loads(open(os.path.join(out, "eval.json")).read())
     assert saved["nme"] == r["nme"]
     for name in ("ced.png", "per_landmark.png", "faces.png"):
-        assert os.path.getsize(os.path.join(out, name)) > 1000
+        assert_drawn_png(os.path.join(out, name))
 
 
 def test_evaluate_other_split_and_bad_split(workdir, tmp_path):
     path, splits, _, _ = workdir
     r = report.evaluate_workdir(path, split="validation", out_dir=str(tmp_path / "val"),
                                      num_faces=3)
-    assert r["num_faces"] == len(splits.validation) == 32
+    assert r["num_faces"] == len(splits.validation) == 24
     assert (tmp_path / "val" / "faces.png").exists()
     with pytest.raises(ValueError, match="unknown split"):
         report.evaluate_workdir(path, split="holdout", out_dir=str(tmp_path / "x"))
@@ -97,12 +88,12 @@ def test_command_line(workdir, tmp_path):
          f"--out_dir={out}", "--num_faces=4"], capture_output=True, text=True,
         cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((out / "eval.json").read_text())["num_faces"] == 32
+    assert json.loads((out / "eval.json").read_text())["num_faces"] == 24
 
 
 def test_predict_dataset_is_the_loops_eval_pass_compiled_once(workdir):
     _, splits, _, config = workdir
-    model, step_cfg, state = loop.build(config, splits)  # freshly initialised: every head is live
+    model, step_cfg, state = setup.build(config, splits)  # freshly initialised: every head is live
     runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
     test = splits.test
     loop_pass = evaluate.eval_outputs(runner, state.params, state.apply_fn, test, 16)

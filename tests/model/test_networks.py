@@ -283,3 +283,11 @@ def test_forward_flops_counts_each_layers_multiply_adds():
     eccv = networks.make_model(5, ["pose", "gender", "glasses", "smile"], "eccv", "abs_tanh")
     assert networks.forward_flops(eccv) == 2 * (36 * 36 * 25 * 20 + 16 * 16 * 180 * 48 + 6 * 6 * 432 * 64
                                        + 2 * 2 * 256 * 80 + 320 * 100 + 100 * 21)
+
+
+def test_shared_convolutions_and_defaults_have_one_source():
+    assert [networks.shares_convolutions(t) for t in ("eccv", "report")] == [False, True]
+    with pytest.raises(ValueError, match="unknown trunk 'vgg'"):
+        networks.shares_convolutions("vgg")
+    trunk, model = networks.Trunk(), networks.TCDCN()
+    assert (trunk.kind, trunk.activation) == (model.trunk, model.activation) == ("eccv", "abs_tanh")

@@ -13,12 +13,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
 from tcdcn_jax import images, tasks
-from tcdcn_jax.configs.pretrain import get_config
+from tcdcn_jax.model import build
 from tcdcn_jax.train import checkpoints
 from tcdcn_jax.photos import detect
 from tcdcn_jax.photos import export
@@ -26,7 +25,7 @@ from tcdcn_jax.model import networks
 from tcdcn_jax.photos import official
 from tcdcn_jax.photos import predictor as predictor_lib
 from tcdcn_jax.data import augment
-from tests.support import OFFICIAL_DIR, REPO
+from tests.support import OFFICIAL_DIR, REPO, random_params, tiny_config
 
 TASKS = ("pose", "gender")
 
@@ -49,26 +48,10 @@ def official_example() -> tuple[Path, tuple[float, ...], np.ndarray]:
 
 
 def make_workdir(path: Path, trunk: str = "eccv", seed: int = 0) -> Path:
-    """A tiny workdir as training leaves it: config.json + an orbax checkpoint {step, params, rng}.
-
-    Params are drawn in numpy on the model's eval_shape (no init compile: it costs seconds here).
-    """
-    config = get_config()
-    config.trunk, config.aux_tasks, config.seed = trunk, ",".join(TASKS), seed
-    model = networks.make_model(5, TASKS, trunk, config.activation)
-    size = networks.input_size(trunk)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, size, size, 1), jnp.float32))["params"]
-    rng = np.random.default_rng(seed)
-    params = jax.tree_util.tree_map(
-        lambda s: rng.normal(0, 1 / np.sqrt(max(1, np.prod(s.shape[:-1]))), s.shape)
-        .astype(np.float32), shapes)
-    mngr = checkpoints.manager(str(path))
-    mngr.save(3, args=ocp.args.StandardSave({"step": np.int32(3), "params": params,
-                                             "rng": np.zeros(2, np.uint32)}))
-    mngr.wait_until_finished()
-    (path / "config.json").write_text(config.to_json())
-    return path
+    """A tiny workdir of random weights (pose and gender heads) at step 3."""
+    config = tiny_config(trunk=trunk, aux_tasks=",".join(TASKS), seed=seed)
+    params = random_params(build.from_config(config, 5), seed)
+    return Path(checkpoints.write_weights(str(path), params, config, step=3))
 
 
 @pytest.fixture(scope="module")

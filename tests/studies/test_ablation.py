@@ -13,7 +13,7 @@ from tcdcn_jax.configs.pretrain import get_config
 from tcdcn_jax.studies import ablation
 from tcdcn_jax.train import loop
 
-from tests.support import REPO
+from tests.support import REPO, assert_drawn_png
 
 
 def _summary(nme: float, failure: float, per_landmark, per_pose=None, stopped=None) -> dict:
@@ -114,17 +114,25 @@ def test_run_variants_loads_once_trains_each_run_once_and_resumes(tmp_path):
     with pytest.raises(ValueError, match="different config.*num_steps"):
         ablation.run_variants(other, str(tmp_path), variants, [0, 1], splits=splits,
                               train_fn=fake_train)
+    # Allowed, every run of the old config trains on under the new one.
+    calls.clear()
+    ablation.run_variants(other, str(tmp_path), variants, [0, 1], splits=splits,
+                          train_fn=fake_train, allow_config_change=True)
+    assert len(calls) == 6 and {c[3] for c in calls} == {
+        ablation.run_dir(str(tmp_path), v, s) for v in variants for s in (0, 1)}
 
 
-def test_quick_ablation_end_to_end(tmp_path, monkeypatch):
+def test_quick_ablation_end_to_end(tmp_path, monkeypatch, subprocess_env):
     workdir, data = tmp_path / "abl", tmp_path / "data"
     variants = ["FLD", "FLD+all", "FLD+all (no ES)"]
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.ablate",
          "--flagfile=experiments/flagfiles/ablate_quick.flags", f"--workdir={workdir}",
          f"--config.data_dir={data}", "--variants=" + ",".join(variants), "--seeds=0,1"],
-        capture_output=True, text=True, cwd=REPO)
+        capture_output=True, text=True, cwd=REPO, env=subprocess_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The session's compilation cache (JAX_COMPILATION_CACHE_DIR) is kept, not replaced by its own.
+    assert not (workdir / ".jax_cache").exists()
 
     report = json.loads((workdir / "ablation.json").read_text())
     assert report["quick"] and report["variants"] == variants and report["seeds"] == [0, 1]
@@ -142,7 +150,7 @@ def test_quick_ablation_end_to_end(tmp_path, monkeypatch):
     assert np.all(np.abs(np.asarray(rel["r"])) <= 1)
     assert all(s is None for s in report["summary"]["FLD+all (no ES)"]["task_stopped_at"]["pose"])
     for name in ("per_landmark", "per_pose", "training_curves", "relatedness_FLD+all"):
-        assert os.path.getsize(report["figures"][name]) > 1000
+        assert_drawn_png(report["figures"][name])
     md = (workdir / "ablation.md").read_text()
     assert "| FLD+all (no ES) |" in md and "FLD+all vs FLD+all (no ES)" in md
 

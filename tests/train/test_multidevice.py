@@ -1,53 +1,50 @@
-"""Data parallel on CPU: 1 vs 4 fake devices, and two jax.distributed processes on localhost."""
+"""Data parallel on CPU: 1 vs 4 fake devices, and two jax.distributed processes on localhost, each
+against the same run in this (one-device) process."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
+import jax
 import numpy as np
 
-from tests.support import REPO as ROOT
-
-# A few train steps of a tiny config on a fixed synthetic set; writes the loss trace and params.
-WORKER = r"""
-import sys, numpy as np, jax
-from tcdcn_jax.configs.pretrain import get_config
-from tcdcn_jax.train import steps as steps_lib
 from tcdcn_jax.train import loop
-from tcdcn_jax.data import sources
-from tcdcn_jax.data.pipeline import BatchIterator
-c = get_config()
-c.num_train, c.num_val, c.num_test, c.batch_size, c.num_steps, c.warmup_steps = 64, 16, 16, 16, 3, 0
-splits = sources.load(c)
-_, step_cfg, state = loop.build(c, splits)
-runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
-state = runner.put_state(state)
-it = BatchIterator(splits.train, c.batch_size, c.seed)
-loss = []
-for step in range(c.num_steps):
-    state, m = runner.train(state, runner.put_batch(it.batch_at(step)))
-    loss.append(float(m["loss"]))
-flat = {"/".join(str(getattr(p, "key", p)) for p in path): np.asarray(v) for path, v in
-        jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
-np.savez(sys.argv[1], loss=np.asarray(loss), devices=len(jax.devices()), **flat)
-"""
+from tests.support import REPO, tiny_config, tiny_flags
+
+STEPS = dict(num_steps=3)
 
 
-def _run_worker(tmp_path, name, devices):
-    out = tmp_path / f"{name}.npz"
-    env = dict(os.environ, TCDCN_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    subprocess.run([sys.executable, "-c", WORKER, str(out)], env=env, cwd=ROOT, check=True,
-                   capture_output=True)
-    return np.load(out)
+def train_a_few_steps(out: str) -> None:
+    """A few train steps of the tiny config on its synthetic data; saves the losses and params."""
+    from tcdcn_jax.data import sources
+    from tcdcn_jax.data.pipeline import BatchIterator
+    from tcdcn_jax.train import setup
+    from tcdcn_jax.train import steps as steps_lib
+
+    c = tiny_config(**STEPS)
+    splits = sources.load(c)
+    _, step_cfg, state = setup.build(c, splits)
+    runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
+    state = runner.put_state(state)
+    it = BatchIterator(splits.train, c.batch_size, c.seed)
+    loss = []
+    for step in range(c.num_steps):
+        state, m = runner.train(state, runner.put_batch(it.batch_at(step)))
+        loss.append(float(m["loss"]))
+    flat = {jax.tree_util.keystr(path): np.asarray(v) for path, v in
+            jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
+    np.savez(out, loss=np.asarray(loss), devices=len(jax.devices()), **flat)
 
 
-def test_one_and_four_devices_agree(tmp_path):
-    one = _run_worker(tmp_path, "one", 1)
-    four = _run_worker(tmp_path, "four", 4)
+def test_one_and_four_devices_agree(tmp_path, subprocess_env):
+    train_a_few_steps(str(tmp_path / "one.npz"))
+    env = dict(subprocess_env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    code = ("import sys; from tests.train.test_multidevice import train_a_few_steps; "
+            "train_a_few_steps(sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "four.npz")], env=env, cwd=REPO,
+                   check=True, capture_output=True)
+    one, four = np.load(tmp_path / "one.npz"), np.load(tmp_path / "four.npz")
     assert int(one["devices"]) == 1 and int(four["devices"]) == 4
     np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-5)
     for key in one.files:
@@ -62,31 +59,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_on_localhost_agree_with_one(tmp_path):
-    flags = ["--config=tcdcn_jax/configs/pretrain.py", "--config.num_train=128",
-             "--config.num_val=32", "--config.num_test=32", "--config.batch_size=16",
-             "--config.num_steps=6", "--config.eval_every=3", "--config.log_every=3",
-             "--config.checkpoint_every=6", "--config.eval_batch_size=16",
-             "--config.warmup_steps=0"]
-    env = dict(os.environ, TCDCN_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    single = tmp_path / "single"
-    subprocess.run([sys.executable, "-m", "experiments.pretrain", f"--workdir={single}", *flags],
-                   env=env, cwd=ROOT, check=True, capture_output=True)
+def test_two_processes_on_localhost_agree_with_one(tmp_path, subprocess_env):
+    run = dict(num_steps=6, eval_every=3, log_every=3, checkpoint_every=6)
+    single = loop.train_and_evaluate(tiny_config(**run), str(tmp_path / "single"))
 
     multi = tmp_path / "multi"
     port = _free_port()
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "experiments.pretrain", f"--workdir={multi}", *flags,
+        [sys.executable, "-m", "experiments.pretrain", f"--workdir={multi}", *tiny_flags(**run),
          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=subprocess_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
     assert "process 0 of 2" in outs[0] and "process 1 of 2" in outs[1]
+    assert "2 global devices" in outs[0]
 
-    a = json.loads((single / "summary.json").read_text())["test"]
-    b = json.loads((multi / "summary.json").read_text())["test"]
+    a, b = single["test"], json.loads((multi / "summary.json").read_text())["test"]
     np.testing.assert_allclose(a["nme"], b["nme"], rtol=1e-4)
     np.testing.assert_allclose(a["per_landmark_nme"], b["per_landmark_nme"], rtol=1e-4)
+    # Only process 0 writes the run's files; process 1 logs beside them.
+    assert not (multi / "process_1" / "summary.json").exists()
+    assert (multi / "process_1" / "metrics.jsonl").exists()

@@ -9,65 +9,31 @@ import numpy as np
 import pytest
 
 from tcdcn_jax.configs import finetune as finetune_configs
-from tcdcn_jax.configs import pretrain as pretrain_configs
-from tcdcn_jax.train import checkpoints
-from tcdcn_jax.train import loop
-from tcdcn_jax.train import transfer
+from tcdcn_jax.model import build
 from tcdcn_jax.studies import transfer_study
-from tcdcn_jax.data.pipeline import ArrayDataset
-from tcdcn_jax.data.sources import Splits
+from tcdcn_jax.train import checkpoints
+from tcdcn_jax.train import transfer
+from tests.support import TASKS, random_params, random_splits, tiny_config
 
-TASKS = ("pose", "gender", "glasses", "smile")
-
-
-def _dataset(n: int, k: int, seed: int) -> ArrayDataset:
-    rng = np.random.default_rng(seed)
-    box = np.tile(np.array([16, 16, 48, 48], np.float32), (n, 1))
-    lm = box[:, None, :2] + rng.uniform(0.2, 0.8, (n, k, 2)).astype(np.float32) * 48
-    arrays = dict(image=rng.integers(0, 255, (n, 80, 80), dtype=np.uint8), box=box, landmarks=lm,
-                  occluded=(np.arange(n) % 3 == 0).astype(np.int32))
-    for task, classes in zip(TASKS, (5, 2, 2, 2)):
-        arrays[task] = rng.integers(0, classes, n).astype(np.int32)
-    return ArrayDataset(arrays)
-
-
-def _tiny(c):
-    c.num_steps, c.batch_size, c.eval_every, c.log_every, c.checkpoint_every = 2, 8, 2, 2, 2
-    c.eval_batch_size, c.warmup_steps, c.es_strip = 16, 1, 2
-    c.trunk, c.activation = "report", "relu"
-    return c
+# The fine-tunes' tiny run: two steps of batch 8, one evaluation.
+FINETUNE = dict(num_steps=2, batch_size=8, eval_every=2, log_every=2, checkpoint_every=2)
 
 
 @pytest.fixture(scope="module")
 def pretrain_dir(tmp_path_factory) -> str:
-    """A 5-point multi-task report-trunk checkpoint (untrained: only its numbers matter here)."""
-    workdir = str(tmp_path_factory.mktemp("pretrain"))
-    config = _tiny(pretrain_configs.get_config())
-    config.seed = 7  # differs from the fine-tunes' seed 0, so a scratch trunk differs from this one
-    splits = Splits(_dataset(16, 5, 0), _dataset(8, 5, 1), _dataset(8, 5, 2), num_landmarks=5)
-    _, _, state = loop.build(config, splits)
-    checkpoints.save(checkpoints.manager(workdir), state)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json())
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def splits68() -> Splits:
-    return Splits(_dataset(32, 68, 3), _dataset(16, 68, 4), _dataset(16, 68, 5), num_landmarks=68,
-                  extra_tests={"common": _dataset(8, 68, 6), "challenging": _dataset(8, 68, 7)})
+    """A 5-point multi-task report-trunk workdir (random weights: only its numbers matter here)."""
+    config = tiny_config(trunk="report", activation="relu")
+    params = random_params(build.from_config(config, 5), seed=7)
+    return checkpoints.write_weights(str(tmp_path_factory.mktemp("pretrain")), params, config)
 
 
 def _finetune_config(init_from: str, **overrides):
-    c = _tiny(finetune_configs.get_config())
-    c.init_from = init_from
-    c.averaging.radius = 1
-    c.update(overrides)
-    return c
+    return tiny_config("finetune", **{**FINETUNE, "init_from": init_from,
+                                      "averaging": {"radius": 1}, **overrides})
 
 
 def test_step0_trunk_is_the_checkpoints_and_the_head_is_a_fresh_k_point_head(pretrain_dir, splits68):
-    _, pretrained = checkpoints.restore_params(pretrain_dir)
+    _, pretrained = checkpoints.load_params(pretrain_dir)
     params = transfer.initial_params(_finetune_config(pretrain_dir), splits68)
     flat_new = jax.tree_util.tree_leaves_with_path(params["trunk"])
     flat_old = dict(jax.tree_util.tree_leaves_with_path(pretrained["trunk"]))
@@ -81,14 +47,14 @@ def test_step0_trunk_is_the_checkpoints_and_the_head_is_a_fresh_k_point_head(pre
 
 
 def test_from_scratch_does_not_load_the_trunk(pretrain_dir, splits68):
-    _, pretrained = checkpoints.restore_params(pretrain_dir)
+    _, pretrained = checkpoints.load_params(pretrain_dir)
     params = transfer.initial_params(_finetune_config(""), splits68)
     assert not np.array_equal(np.asarray(params["trunk"]["conv1"]["kernel"]),
                               pretrained["trunk"]["conv1"]["kernel"])
 
 
 def test_any_k_gets_its_own_head(pretrain_dir):
-    splits = Splits(_dataset(16, 5, 8), _dataset(8, 5, 9), _dataset(8, 5, 10), num_landmarks=5)
+    splits = random_splits(5, (16, 8, 8), seed=8)
     params = transfer.initial_params(_finetune_config(pretrain_dir, num_landmarks=5), splits)
     assert params["heads"]["landmarks"]["kernel"].shape == (512, 10)
 
@@ -108,8 +74,8 @@ def test_frozen_finetune_keeps_the_trunk_and_writes_the_summary(pretrain_dir, sp
     workdir = str(tmp_path / "ft")
     config = _finetune_config(pretrain_dir, trunk_lr_multiplier=0.0)
     summary = transfer.finetune(config, workdir, splits68)
-    _, pretrained = checkpoints.restore_params(pretrain_dir)
-    step, tuned = checkpoints.restore_params(workdir)
+    _, pretrained = checkpoints.load_params(pretrain_dir)
+    step, tuned = checkpoints.load_params(workdir)
     assert step == 2
     for a, b in zip(jax.tree_util.tree_leaves(tuned["trunk"]),
                     jax.tree_util.tree_leaves(pretrained["trunk"])):
@@ -186,12 +152,9 @@ def test_compare_grids_and_its_table(splits68, tmp_path):
     from experiments import compare_averaging
     from tcdcn_jax.model import averaging
 
-    workdir = str(tmp_path / "ft68")
     config = _finetune_config("")
-    _, _, state = loop.build(config, splits68)
-    checkpoints.save(checkpoints.manager(workdir), state)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json())
+    workdir = checkpoints.write_weights(str(tmp_path / "ft68"), random_params(
+        build.from_config(config, 68)), config)
     grids = {"2x0": averaging.grid_offsets(2, 0), "2x1": averaging.grid_offsets(2, 1),
              "8x1": averaging.grid_offsets(*compare_averaging.parse_grid("8x1"))}
     res = transfer.compare_grids(workdir, splits68.test, grids, batch_size=16)
