@@ -120,8 +120,7 @@ def export_model(predictor, path: str | os.PathLike, platforms: Sequence[str] | 
 
 def describe(predictor) -> dict[str, Any]:
     """The sidecar: enough to preprocess and decode without this package, step by step."""
-    from tcdcn_jax import layouts
-    from tcdcn_jax.photos.predictor import CLASS_NAMES
+    from tcdcn_jax import layouts, tasks
 
     size = predictor.input_size
     aux = {t: int(c) for t, c in (predictor.model.aux_tasks or {}).items()}
@@ -147,8 +146,8 @@ def describe(predictor) -> dict[str, Any]:
             else list(layout.point_names),
             "point_groups": None if layout is None else {g: list(i) for g, i in
                                                          layout.groups.items()},
-            "classes": {t: (list(CLASS_NAMES[t]) if len(CLASS_NAMES.get(t, ())) == c else None)
-                        for t, c in aux.items()},
+            "classes": {t: (None if names is None else list(names)) for t, c in aux.items()
+                        for names in [tasks.class_names(t, c)]},
         },
     }
 

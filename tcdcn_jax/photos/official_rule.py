@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tcdcn_jax.model import averaging
+from tcdcn_jax import geometry
 from tcdcn_jax.photos import official
 
 INPUT_SIZE = official.INPUT_SIZE
@@ -151,5 +151,5 @@ def predict(params: dict[str, Any], image: np.ndarray, boxes_Nx4: np.ndarray,
         img = np.concatenate([preprocess_windows(image, b, offsets) for b in boxes_Nx4])[..., None]
         lm = np.asarray(_apply()(params, jnp.asarray(img)), np.float64)
         lm_NxTxKx2 = lm.reshape((len(boxes_Nx4), len(offsets)) + lm.shape[1:])
-        lm_NxKx2 = np.asarray(averaging.to_box_frame(lm_NxTxKx2, offsets, INPUT_SIZE)).mean(axis=1)
+        lm_NxKx2 = np.asarray(geometry.shift_to_box(lm_NxTxKx2, offsets, INPUT_SIZE)).mean(axis=1)
     return np.stack([to_pixels(lm, b) for lm, b in zip(lm_NxKx2, boxes_Nx4)])
