@@ -49,7 +49,9 @@ def _open(source, name: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as img:
                 img.load()
-                return ImageOps.exif_transpose(img)
+                # In place: a large photo is held once, not twice.
+                ImageOps.exif_transpose(img, in_place=True)
+                return img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
             Image.DecompressionBombError) as err:
         raise ValueError(f"{name}: not a readable image ({' '.join(str(err).split())})") from None
@@ -77,9 +79,22 @@ def _scale_to_uint8(arr: np.ndarray, name: str, sixteen_bit: bool = False) -> np
 def _from_pil(img: Image.Image, name: str) -> np.ndarray:
     if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
         return _scale_to_uint8(np.asarray(img), name, sixteen_bit=img.mode != "F")
-    if img.mode in _GREY_MODES:
-        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
-    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    mode = "L" if img.mode in _GREY_MODES else "RGB"
+    return _pixels(img if img.mode == mode else img.convert(mode))
+
+
+_BAND_BYTES = 1 << 24  # rows copied at a time by _pixels
+
+
+def _pixels(img: Image.Image) -> np.ndarray:
+    """A writable uint8 array of an 'L' or 'RGB' image, filled in bands of rows: numpy's view of a
+    whole image goes through one bytes copy of it, which a large photo pays twice over."""
+    width, height = img.size
+    out = np.empty((height, width) + (() if img.mode == "L" else (3,)), np.uint8)
+    rows = max(1, _BAND_BYTES // max(1, out[0].nbytes))
+    for top in range(0, height, rows):
+        out[top:top + rows] = np.asarray(img.crop((0, top, width, min(height, top + rows))))
+    return out
 
 
 def _from_array(arr: np.ndarray, name: str) -> np.ndarray:
