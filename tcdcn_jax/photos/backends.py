@@ -24,11 +24,12 @@ user's settings, and openvino_telemetry imports normally afterwards.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from tcdcn_jax.model import networks
+if TYPE_CHECKING:  # flax loads only when a flax model is run
+    from tcdcn_jax.model import networks
 
 BACKENDS = ("jax", "onnxruntime", "openvino")
 _EXTRA = {"onnxruntime": "onnx", "openvino": "openvino"}
@@ -45,7 +46,7 @@ def _require(module: str, backend: str):
                           f"pip install 'tcdcn_jax[{_EXTRA[backend]}]'") from None
 
 
-def onnx_bytes(onnx_file: Any = None, model: networks.TCDCN | None = None,
+def onnx_bytes(onnx_file: Any = None, model: "networks.TCDCN | None" = None,
                params: Mapping[str, Any] | None = None) -> bytes:
     """The serialised ONNX model: read from a path, passed through, or built from model + params."""
     if onnx_file is None:
@@ -164,7 +165,7 @@ def batched(run: Runner, inputs: np.ndarray, cap: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else {}
 
 
-def make_runner(backend: str, model: networks.TCDCN | None = None,
+def make_runner(backend: str, model: "networks.TCDCN | None" = None,
                 params: Mapping[str, Any] | None = None, onnx_file: Any = None,
                 threads: int | None = None) -> Runner:
     """A callable img_BxSxSx1 float32 -> {'landmarks': lm_BxKx2, task: probs_BxC} on `backend`."""

@@ -39,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from tcdcn_jax import geometry
-from tcdcn_jax.model.networks import make_model
 
 NUM_LANDMARKS = 68
 INPUT_SIZE = 60
@@ -61,6 +60,8 @@ _RGB2GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
 
 def model():
     """Our network configured as the authors' released one."""
+    from tcdcn_jax.model.networks import make_model  # here: flax loads only for a flax model
+
     return make_model(NUM_LANDMARKS, [], "report", "relu")
 
 

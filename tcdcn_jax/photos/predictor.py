@@ -109,7 +109,6 @@ class _Job:
     """One image on its way through: the photo (kept while refinement may re-crop it), boxes in the
     model's convention, scores (None: given), re-crop passes, first-pass inputs."""
 
-    key: Any
     image: np.ndarray | None
     boxes_Nx4: np.ndarray
     scores_N: np.ndarray | None
@@ -184,7 +183,8 @@ class Predictor:
         out = Predictor.__new__(Predictor)
         out.__dict__.update(self.__dict__)
         out.options = dataclasses.replace(self.options, **options).check()
-        out._local = threading.local()
+        if out.options.detector != self.options.detector:
+            out._local = threading.local()
         out._averaged_run = out._averaged_runner()
         return out
 
@@ -231,7 +231,8 @@ class Predictor:
         return BOX_NOTE if self.preprocessing == "official" else None
 
     def refine_passes(self, source: str) -> int:
-        """Re-crop passes for faces whose boxes come from `source` (a detector's name or GIVEN)."""
+        """Re-crop passes for faces whose boxes come from `source` (a detector's name or GIVEN; 2
+        for a source not measured)."""
         return REFINE_PASSES.get(source, 2) if self.options.refine is None else self.options.refine
 
     # -- the stages, public so callers can batch across images themselves --
@@ -300,7 +301,7 @@ class Predictor:
 
     # -- the photo path --
 
-    def _job(self, key: Any, image: ImageLike, boxes: Iterable[BoxLike] | None) -> _Job:
+    def _job(self, image: ImageLike, boxes: Iterable[BoxLike] | None) -> _Job:
         """Decode, find or check the boxes, make the first inputs: what can run ahead in a thread."""
         arr = load_image(image)
         if boxes is None:
@@ -310,7 +311,7 @@ class Predictor:
             boxes_Nx4, scores, passes = self.boxes_for(arr, boxes), None, self.refine_passes(GIVEN)
         inputs = self.preprocess(arr, boxes_Nx4)
         # The photo is kept only while a re-crop may need it (a big photo is a lot of memory).
-        return _Job(key, arr if passes and len(boxes_Nx4) else None, boxes_Nx4, scores, passes,
+        return _Job(arr if passes and len(boxes_Nx4) else None, boxes_Nx4, scores, passes,
                     inputs)
 
     def _outputs(self, images: Sequence[np.ndarray | None], asks: Sequence[tuple[int, np.ndarray]],
@@ -349,7 +350,7 @@ class Predictor:
         """Faces per image, the faces of all images through the network together. Errors raise."""
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
-        jobs = [self._job(i, im, None if boxes is None else boxes[i])
+        jobs = [self._job(im, None if boxes is None else boxes[i])
                 for i, im in enumerate(images)]
         return self._finish(jobs) if jobs else []
 
@@ -374,7 +375,7 @@ class Predictor:
                     if item is None:
                         return
                     key, image, boxes = item
-                    pending.append((key, pool.submit(self._job, key, image, boxes)))
+                    pending.append((key, pool.submit(self._job, image, boxes)))
 
             refill()
             while pending:

@@ -22,12 +22,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from tcdcn_jax.model import networks
 from tcdcn_jax.photos import backends
+
+if TYPE_CHECKING:  # flax loads only for weights that hold a flax model
+    from tcdcn_jax.model import networks
 
 PREPROCESSING = ("standard", "official")
 MAT_MAGIC = b"MATLAB 5.0 MAT-file"
@@ -48,14 +50,14 @@ class Network:
     run: backends.Runner
     backend: str
     source: str  # where the weights came from (messages, sidecars)
-    model: networks.TCDCN | None = None  # our flax model and its params, when we have them
+    model: "networks.TCDCN | None" = None  # our flax model and its params, when we have them
     params: Mapping[str, Any] | None = None
 
 
-def from_model(model: networks.TCDCN, params: Mapping[str, Any], preprocessing: str = "standard",
+def from_model(model: "networks.TCDCN", params: Mapping[str, Any], preprocessing: str = "standard",
                backend: str = "jax", threads: int | None = None, source: str = "") -> Network:
     """A Network of a flax model and its params (checked against the model)."""
-    from tcdcn_jax.model import build
+    from tcdcn_jax.model import build, networks
 
     if preprocessing not in PREPROCESSING:
         raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")

