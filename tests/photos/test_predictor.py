@@ -173,21 +173,23 @@ def test_refinement_runs_batched_across_images_as_the_loop_does_alone(authors, a
             np.testing.assert_allclose(face.box, (b[0], b[1], b[2], b[2]), atol=1e-3)
 
 
-def test_averaged_is_the_mean_over_translations_for_both_trunks(workdir, tmp_path):
-    """Our models: the shared-convolution path (report trunk, jax) and window passes (ECCV trunk)
-    both give model/averaging's mean; the auxiliary tags come from the untranslated crop."""
+def test_averaged_is_model_averagings_mean_on_every_backend():
+    """Our models: the shared-convolution path (JAX) gives model/averaging's mean, and the window
+    passes another backend runs give the same; the auxiliary tags come from the untranslated crop."""
+    from tests.model.test_inference import random_model
+
+    model, params = random_model("report", "relu", aux=TASKS)
     grey = _noise(90, 100, 8)
     box = np.array([[14.0, 10.0, 60.0, 64.0]], np.float32)
-    for path in (workdir, make_workdir(tmp_path / "report", trunk="report")):
-        plain = Predictor.from_path(path, refine=0)
-        avg = plain.replace(averaged=True)
+    plain = Predictor.from_model(model, params, refine=0)
+    (single,) = plain.predict(grey, box)
+    mean, _ = averaging.averaged_landmarks(model, params, grey[None], box, averaging.grid_offsets())
+    want = geometry.to_pixels(np.asarray(mean), box)[0]
+    for backend in ("jax", "onnxruntime"):
+        avg = Predictor.from_model(model, params, backend=backend, refine=0, averaged=True)
+        assert (avg._averaged_run._shared is not None) == (backend == "jax")
         (face,) = avg.predict(grey, box)
-        model, params = plain.network.model, plain.network.params
-        mean, _ = averaging.averaged_landmarks(model, params, grey[None], box,
-                                               averaging.grid_offsets())
-        want = geometry.to_pixels(np.asarray(mean), box)[0]
-        np.testing.assert_allclose(face.landmarks, want, atol=1e-3)
-        (single,) = plain.predict(grey, box)
+        np.testing.assert_allclose(face.landmarks, want, atol=1e-3, err_msg=backend)
         assert np.abs(face.landmarks - single.landmarks).max() > 1e-3  # not the plain pass
         for task in TASKS:
             np.testing.assert_allclose(face.aux[task]["probs"], single.aux[task]["probs"],
