@@ -2,7 +2,9 @@ r"""The Predictor on the dev photos, per detector: faces found (of 43), false po
 photo included), faces on the unlabelled bald_guys.jpg, ms per photo (decode + detect + landmarks,
 the Predictor's defaults), and NME68 against the dev labels without/with re-crop refinement, single
 pass and TCDCN-Averaged; then the spread of the points on the authors' test image from perturbed
-boxes, with and without refinement, single and Averaged.
+boxes, with and without refinement, single and Averaged; then photos/s over a folder of 24 640x480
+JPEGs (the dev photos resized), one `predict` per photo against `stream` (detection of the next
+photos overlapping the network on the previous ones), the default detector, in alternating rounds.
 
   python -m experiments.evaluate_photos
   python -m experiments.evaluate_photos --detectors libfacedetection,haar --rounds 1
@@ -18,7 +20,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from tcdcn_jax.photos import photo_eval
+from tcdcn_jax.photos import dev_set, photo_eval
 from tcdcn_jax.photos.predictor import Predictor
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +38,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     rows = photo_eval.evaluate(_DEV.value, _WEIGHTS.value, _DETECTORS.value, _ROUNDS.value)
     print(photo_eval.format_table(rows, photo_eval.load_average()))
+    predictor = Predictor.from_path(_WEIGHTS.value)
+    rates = photo_eval.folder_speed(predictor, photo_eval.folder_640(dev_set.load(_DEV.value)),
+                                    _ROUNDS.value)
+    print(f"\nfolder of 24 640x480 photos, {predictor.detector_name}: "
+          + ", ".join(f"{k} {v:.1f} photos/s" for k, v in rates.items())
+          + f"; stream (2 workers) / one at a time = "
+          f"{rates['stream_2_workers'] / rates['one_at_a_time']:.2f} "
+          f"(load average {photo_eval.load_average()})")
     if not _WEIGHTS.value.endswith(".mat"):
         return
     folder = os.path.dirname(_WEIGHTS.value)
@@ -47,7 +57,6 @@ def main(argv):
     with Image.open(path) as im:
         rgb = np.asarray(im.convert("RGB"))
     print(f"\n{os.path.basename(path)}: 27 boxes shifted by 0/±10% of the width, scaled 0.9-1.1")
-    predictor = Predictor.from_path(_WEIGHTS.value)
     for averaged in (False, True):
         r = photo_eval.robustness(predictor.replace(averaged=averaged), rgb,
                                   [float(v) for v in box], reference)

@@ -182,6 +182,42 @@ def robustness(predictor: Predictor, image: np.ndarray, box: Sequence[float],
     return out
 
 
+def folder_640(dev: dev_set.DevSet, count: int = 24) -> list[bytes]:
+    """`count` JPEGs (the dev photos in turn, resized to 640x480): a folder as a user has one."""
+    import io
+
+    from PIL import Image
+
+    out = []
+    names = list(dev.rgb)
+    for i in range(count):
+        buf = io.BytesIO()
+        Image.fromarray(dev.rgb[names[i % len(names)]]).resize((640, 480), Image.BILINEAR).save(
+            buf, format="JPEG", quality=92)
+        out.append(buf.getvalue())
+    return out
+
+
+def folder_speed(predictor: Predictor, photos: Sequence[bytes], rounds: int = 3,
+                 workers: Sequence[int] = (1, 2)) -> dict[str, float]:
+    """Photos per second over a folder (JPEG bytes: decode included), one photo at a time
+    (`predict` per photo) against `stream` with each number of worker threads, in alternating
+    rounds, best of each after a warm-up pass."""
+    runs = {"one_at_a_time": lambda: [predictor.predict(p) for p in photos]}
+    for n in workers:
+        runs[f"stream_{n}_workers"] = lambda n=n: list(
+            predictor.stream(((i, p, None) for i, p in enumerate(photos)), workers=n))
+    best = {}
+    for r in range(rounds + 1):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            took = time.perf_counter() - start
+            if r:
+                best[name] = min(best.get(name, np.inf), took)
+    return {name: len(photos) / t for name, t in best.items()}
+
+
 def load_average() -> str:
     try:
         with open("/proc/loadavg") as f:

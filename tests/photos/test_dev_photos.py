@@ -105,3 +105,19 @@ def test_evaluation_table(dev):
     assert labels.found == 43 and labels.nme["single"] < 0.16
     table = photo_eval.format_table(rows, "1.0 1.0 1.0")
     assert "| haar | " in table and f"{haar.found}/43" in table and "load average" in table
+
+
+def test_folder_speed_compares_streaming_with_one_photo_at_a_time(dev):
+    """The figures evaluate_photos prints (no timing threshold: speed is the benchmark's job)."""
+    import io
+
+    from PIL import Image
+
+    from tcdcn_jax.photos.predictor import Predictor
+    from tests.photos.test_predictor import official_dir
+
+    photos = photo_eval.folder_640(dev, 3)
+    assert len(photos) == 3 and Image.open(io.BytesIO(photos[2])).size == (640, 480)
+    rates = photo_eval.folder_speed(Predictor.from_path(official_dir() / "model.mat"), photos,
+                                    rounds=1, workers=(2,))
+    assert set(rates) == {"one_at_a_time", "stream_2_workers"} and min(rates.values()) > 0
