@@ -96,13 +96,15 @@ def load(path: str | os.PathLike, backend: str | None = None, threads: int | Non
     raise ValueError(f"{path}: not a weights file; pass {WHAT_WEIGHTS_ARE}")
 
 
-def _enclosing_workdir(path: str) -> str | None:
-    """The workdir a file lies in (config.json in its folder or the folder above), or None."""
+def _enclosing_workdir(path: str, levels: int = 5) -> str | None:
+    """The workdir (config.json and checkpoints/) a file lies in, up to `levels` folders up (a
+    checkpoint's own files sit 4 deep), or None."""
     folder = os.path.dirname(os.path.abspath(path))
-    for candidate in (folder, os.path.dirname(folder), os.path.dirname(os.path.dirname(folder))):
-        if os.path.isfile(os.path.join(candidate, "config.json")) and \
-                os.path.isdir(os.path.join(candidate, "checkpoints")):
-            return candidate
+    for _ in range(levels):
+        if os.path.isfile(os.path.join(folder, "config.json")) and \
+                os.path.isdir(os.path.join(folder, "checkpoints")):
+            return folder
+        folder = os.path.dirname(folder)
     return None
 
 

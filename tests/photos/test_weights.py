@@ -63,6 +63,8 @@ def test_near_misses_are_one_line_naming_the_path(workdir, tmp_path):
         (empty, ValueError, "empty is not a workdir .* holds no weights file; pass a workdir"),
         (workdir / "config.json", ValueError,
          f"config.json is a file inside the workdir {workdir}: pass the workdir folder"),
+        (next((workdir / "checkpoints").glob("*/_CHECKPOINT_METADATA")), ValueError,
+         f"_CHECKPOINT_METADATA is a file inside the workdir {workdir}: pass the workdir folder"),
         (photo, ValueError, "photo.png: not a weights file; pass a workdir folder, the authors' "
                             "model.mat, an ONNX file"),
         (tmp_path / "notes.mat", ValueError, "notes.mat: not a readable MATLAB .mat file"),
