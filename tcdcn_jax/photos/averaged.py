@@ -1,8 +1,8 @@
 """TCDCN-Averaged in the Predictor: the mean of the points predicted from translated crops.
 
 `make_runner(network)` gives a runner like the network's own, but on the inputs `crops.inputs`
-makes for translations: our preprocessing's crops grown by the largest offset (N x L x L x 1), or the
-authors' rule's windows (N x T x S x S x 1, each standardised alone, as a single input is). Its
+makes for translations: our preprocessing's crops grown by the largest offset (N x L x L x 1), or
+the authors' rule's windows (N x T x S x S x 1, each standardised alone, as a single input is). Its
 landmarks are the mean over the T translations, shifted back into the box's frame; the auxiliary
 probabilities are those of the untranslated crop (offset (0, 0), the first).
 

@@ -15,8 +15,8 @@ tests/photos/test_backends.py).
 
 OpenVINO's import sends an anonymous usage report (openvino.tools.ovc starts openvino_telemetry,
 which forks a process to send it) unless the user opted out with OpenVINO's own command,
-`opt_in_out --opt_out`. We keep that choice: a user who opted in or out gets what they chose; one who
-never chose gets no report from an import made here (the import then takes ovc's own no-op
+`opt_in_out --opt_out`. We keep that choice: a user who opted in or out gets what they chose; one
+who never chose gets no report from an import made here (the import then takes ovc's own no-op
 telemetry stub, the path it has for when openvino_telemetry is missing). Nothing is written to the
 user's settings, and openvino_telemetry imports normally afterwards.
 """

@@ -10,7 +10,7 @@ head's columns [y1..y68, x1..x68] (interleaved to our [u0, v0, u1, v1, ...]).
 The input rule, MATLAB's own steps with no constant fitted to an image:
 
     grey  = rgb2gray(I)                      MATLAB weights, rounded to uint8
-    crop  = imcrop(grey, [l t w w])          a (w+1)-px square: 0-based rows t-1..t+w-1, cols l-1..l+w-1
+    crop  = imcrop(grey, [l t w w])          (w+1)-px square: 0-based rows t-1..t+w-1, cols l-1..l+w-1
     small = imresize(crop, [60 60], 'bicubic', 'Antialiasing', false)   a = -0.5, rounded to uint8
     x     = (small - mean(small)) / 127.5    about half of unit variance, what the weights expect
     points: x = (l - 1) + 0.5 + u (w + 1),  y = (t - 1) + 0.5 + v (w + 1)   (0-based pixels)
@@ -137,7 +137,7 @@ def _cubic(x: np.ndarray) -> np.ndarray:
 def imresize_matrix(in_len: int, out_len: int, antialias: bool = False, pad: int = 0,
                     context: int = 0) -> np.ndarray:
     """(out_len + 2 pad) x (in_len + 2 context) weights of MATLAB's bicubic imresize (a = -0.5,
-    edges mirrored) along one axis: output i (1-based) samples input u = i / scale + (1 - 1/scale)/2.
+    edges mirrored) along one axis: output i (1-based) samples input i / scale + (1 - 1/scale) / 2.
     antialias: MATLAB's default when shrinking (the kernel stretched by 1/scale); the authors' rule
     has it off. `pad` extra outputs on each side continue the same grid (translated windows for
     TCDCN-Averaged) and read `context` extra input pixels on each side."""
@@ -197,7 +197,8 @@ def crop(image: np.ndarray, box: Sequence[float], context: int = 0) -> np.ndarra
 
 def _checked(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
-    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+    if image.dtype != np.uint8 or not (image.ndim == 2
+                                       or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"image must be uint8 H x W or H x W x 3, got {image.dtype} {image.shape}")
     return image
 
@@ -212,15 +213,16 @@ def _standardise(small: np.ndarray) -> np.ndarray:
 
 
 def preprocess(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
-    """The 60 x 60 float32 input of the released weights for a uint8 H x W or H x W x 3 (RGB) image."""
+    """The 60 x 60 float32 input of the released weights for a uint8 H x W or H x W x 3 (RGB)
+    image."""
     return _standardise(resize(_grey(crop(_checked(image), box))))
 
 
 def preprocess_windows(image: np.ndarray, box: Sequence[float], offsets_Tx2: np.ndarray
                        ) -> np.ndarray:
-    """T x 60 x 60 inputs of the rule's crop translated by (dx, dy) input pixels each (TCDCN-Averaged,
-    offsets from model.averaging.grid_offsets): windows of one larger resize on the same sample grid,
-    each standardised by its own mean, as a single input is."""
+    """T x 60 x 60 inputs of the rule's crop translated by (dx, dy) input pixels each
+    (TCDCN-Averaged, offsets from model.averaging.grid_offsets): windows of one larger resize on the
+    same sample grid, each standardised by its own mean, as a single input is."""
     offsets = np.asarray(offsets_Tx2, np.int64).reshape(-1, 2)
     pad = int(np.abs(offsets).max())
     _, _, width = square_of(box)

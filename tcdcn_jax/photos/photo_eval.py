@@ -70,9 +70,10 @@ def match_faces(dev: dev_set.DevSet, faces: dict[str, list[PredictedFace]]) -> M
 
 def timed_runs(predictors: Sequence[Predictor], dev: dev_set.DevSet, rounds: int = 3
                ) -> list[tuple[dict[str, list[PredictedFace]], dict[str, float]]]:
-    """(faces per photo, seconds per photo: best of the rounds) of each predictor on every dev photo,
-    in alternating rounds (each round runs all of them in turn, so a change of machine load hits
-    them alike), after one warm-up pass (compilations); rounds 0: the warm-up pass alone, timed."""
+    """(faces per photo, seconds per photo: best of the rounds) of each predictor on every dev
+    photo, in alternating rounds (each round runs all of them in turn, so a change of machine load
+    hits them alike), after one warm-up pass (compilations); rounds 0: the warm-up pass alone,
+    timed."""
     runs = [({}, {}) for _ in predictors]
     for r in range(rounds + 1):
         for pred, (faces, seconds) in zip(predictors, runs):
@@ -147,8 +148,8 @@ def format_table(rows: Sequence[Row], load_average: str = "") -> str:
 
 def perturbed_boxes(box: Sequence[float], shift: float = 0.1,
                     scales: Sequence[float] = (0.9, 1.0, 1.1)) -> np.ndarray:
-    """Boxes (N, 4) around `box`: corners shifted by -shift, 0, +shift of the width in x and y, sides
-    scaled about the centre by each of `scales` (27 boxes by default)."""
+    """Boxes (N, 4) around `box`: corners shifted by -shift, 0, +shift of the width in x and y,
+    sides scaled about the centre by each of `scales` (27 boxes by default)."""
     left, top, width, height = (float(v) for v in box)
     out = []
     for s in scales:

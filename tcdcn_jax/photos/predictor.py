@@ -3,7 +3,7 @@
     from tcdcn_jax import Predictor
     predictor = Predictor.from_path("model.mat")             # or a workdir, or an exported model
     faces = predictor.predict("photo.jpg")                   # faces found by the detector
-    faces = predictor.predict(img_HxW, boxes=[(l, t, w, h)]) # or in given boxes (the model's convention)
+    faces = predictor.predict(img_HxW, boxes=[(l, t, w, h)]) # in given boxes (model's convention)
     faces[0].landmarks, faces[0].points5, faces[0].score, faces[0].aux["pose"]
     for key, faces in predictor.stream((p, p, None) for p in paths): ...   # a folder at full speed
 
@@ -55,9 +55,9 @@ def _box_text(box) -> str:
 
 
 def check_box(box: BoxLike, image_shape: Sequence[int]) -> np.ndarray:
-    """(4,) float32 box; ValueError (numbers shown plain) unless it is finite, at least 1 px, at most
-    MAX_BOX_SCALE times the photo's longer side and overlapping the photo. A box partly outside
-    the photo is fine: crops repeat the photo's edge there."""
+    """(4,) float32 box; ValueError (numbers shown plain) unless it is finite, at least 1 px, at
+    most MAX_BOX_SCALE times the photo's longer side and overlapping the photo. A box partly
+    outside the photo is fine: crops repeat the photo's edge there."""
     try:
         box_4 = np.asarray(box, np.float64).ravel()
     except (TypeError, ValueError):  # not numbers (text, None, nested, complex): the message below
@@ -92,7 +92,9 @@ class PredictedFace:
     aux: dict[str, dict[str, Any]]  # task -> {'label': int, 'name': str | None, 'probs': (C,)}
 
     def to_json(self) -> dict[str, Any]:
-        pix = lambda a: None if a is None else np.round(np.asarray(a, np.float64), 3).tolist()  # noqa: E731
+        def pix(a):
+            return None if a is None else np.round(np.asarray(a, np.float64), 3).tolist()
+
         return {
             "box": [round(float(v), 3) for v in self.box],
             "score": None if self.score is None else round(float(self.score), 5),
@@ -302,7 +304,7 @@ class Predictor:
     # -- the photo path --
 
     def _job(self, image: ImageLike, boxes: Iterable[BoxLike] | None) -> _Job:
-        """Decode, find or check the boxes, make the first inputs: what can run ahead in a thread."""
+        """Decode, find or check the boxes, make the first inputs: what runs ahead in a thread."""
         arr = load_image(image)
         if boxes is None:
             boxes_Nx4, scores = self.detect(arr)
@@ -341,7 +343,7 @@ class Predictor:
 
     def predict(self, image: ImageLike, boxes: Iterable[BoxLike] | None = None
                 ) -> list[PredictedFace]:
-        """Faces in one image: in the given boxes, or wherever the detector finds one ([] if none)."""
+        """Faces in one image: in the given boxes, or wherever the detector finds one (or [])."""
         return self.predict_many([image], None if boxes is None else [boxes])[0]
 
     def predict_many(self, images: Sequence[ImageLike],

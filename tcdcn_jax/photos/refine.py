@@ -86,8 +86,9 @@ def refine_many(predict: PredictMany, boxes_list: Sequence[np.ndarray], rule: Re
 
     predict([(image index, boxes_Nx4), ...]) -> outputs for each, {'landmarks': lm_NxKx2 pixels,
     ...} with one row per box (any other key, such as auxiliary probabilities, is replaced row by
-    row along with the points). Image i gets up to passes_list[i] re-crops; `first`: its outputs in the
-    given boxes when already computed. Returns (outputs, final boxes, passes run per face) per image.
+    row along with the points). Image i gets up to passes_list[i] re-crops; `first`: the outputs in
+    the given boxes when already computed. Returns (outputs, final boxes, passes run per face) per
+    image.
     """
     if any(p < 0 for p in passes_list):
         raise ValueError(f"passes must be >= 0, got {list(passes_list)}")

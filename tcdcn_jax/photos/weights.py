@@ -1,13 +1,13 @@
 """Weights in, a network out: `load(path, backend)` -> `Network`, what the Predictor runs.
 
 `path` is one of:
-- a training workdir of ours (config.json + checkpoints/), or one written by `tcdcn import-official`;
+- a training workdir of ours (config.json + checkpoints/), or one `tcdcn import-official` wrote;
 - the authors' `model.mat` (zhzhanp/TCDCN-face-alignment), read directly;
 - an ONNX file from `tcdcn export --format onnx` (its sidecar is inside the file and next to it);
 - a jax.export file from `tcdcn export` (StableHLO) with its `.json` sidecar.
 
 A `Network` holds only what prediction needs: the input side, the kind of preprocessing, the number
-of landmarks, the auxiliary heads' classes and a runner (img_BxSxSx1 -> outputs, photos/backends.py);
+of landmarks, the auxiliary heads' classes and a runner (img_BxSxSx1 -> outputs, backends.py);
 the flax model and params only when the weights are ours or the authors' (export and the shared-
 convolution TCDCN-Averaged need them). An exported file runs without any flax model.
 
@@ -40,8 +40,8 @@ WHAT_WEIGHTS_ARE = ("a workdir folder, the authors' model.mat, an ONNX file from
 
 @dataclasses.dataclass(frozen=True)
 class Network:
-    """A model ready to run: run(img_BxSxSx1 float32) -> {'landmarks': lm_BxKx2 box-normalised (u, v),
-    task: probs_BxC} (numpy), any batch size."""
+    """A model ready to run: run(img_BxSxSx1 float32) -> {'landmarks': lm_BxKx2 box-normalised
+    (u, v), task: probs_BxC} (numpy), any batch size."""
 
     input_size: int
     preprocessing: str  # 'standard' (geometry.crop) or 'official' (the authors' rule)
@@ -75,7 +75,8 @@ def load(path: str | os.PathLike, backend: str | None = None, threads: int | Non
     'openvino'; None: 'jax', or ONNX Runtime for an ONNX file)."""
     path = os.fspath(path)
     if backend is not None and backend not in backends.BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(backends.BACKENDS)}")
+        raise ValueError(f"unknown backend {backend!r}; choose one of "
+                         f"{', '.join(backends.BACKENDS)}")
     if os.path.isdir(path):
         return _from_workdir(path, backend or "jax", threads)
     if not os.path.exists(path):
@@ -210,5 +211,7 @@ def _from_jax_export(path: str, backend: str) -> Network:
     if platforms and jax.default_backend() not in platforms:
         raise ValueError(f"{path} was exported for {', '.join(platforms)}, not for "
                          f"{jax.default_backend()}: export it again with --platforms")
-    run = lambda img: {k: np.asarray(v) for k, v in call(np.asarray(img, np.float32)).items()}  # noqa: E731
+    def run(img):
+        return {k: np.asarray(v) for k, v in call(np.asarray(img, np.float32)).items()}
+
     return Network(size, preprocessing, num_landmarks, aux, run, "jax", path)

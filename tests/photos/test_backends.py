@@ -101,8 +101,8 @@ def test_exported_files_refuse_the_wrong_backend(exported):
     with pytest.raises(ValueError, match="exported model already"):
         from tcdcn_jax.photos import export
 
-        export.export_model(Predictor.from_path(exported["onnx"]), exported["onnx"].parent / "x.onnx",
-                            format="onnx")
+        export.export_model(Predictor.from_path(exported["onnx"]),
+                            exported["onnx"].parent / "x.onnx", format="onnx")
 
 
 def test_openvino_sends_no_usage_report_for_a_user_who_never_chose(tmp_path):
@@ -118,7 +118,8 @@ def test_openvino_sends_no_usage_report_for_a_user_who_never_chose(tmp_path):
     code = ("import sys, multiprocessing; from tcdcn_jax.photos import backends; "
             "ov = backends._import_openvino(); import openvino.tools.ovc.telemetry_utils as tu; "
             "import openvino_telemetry; "
-            "print(tu.tm.__name__, callable(ov.convert_model), len(multiprocessing.active_children()))")
+            "print(tu.tm.__name__, callable(ov.convert_model), "
+            "len(multiprocessing.active_children()))")
     env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(REPO))
     env.pop("CI", None)
     out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], env=env,

@@ -1,4 +1,5 @@
-"""The dev photos: dlib's imglab XML reader, matching detections to labelled faces, the evaluation."""
+"""The dev photos: dlib's imglab XML reader, matching faces to labelled ones, the evaluation through
+the Predictor, and the done-when bar of the default detector."""
 
 from __future__ import annotations
 

