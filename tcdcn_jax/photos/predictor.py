@@ -362,9 +362,9 @@ class Predictor:
         """(key, faces) per (key, image, boxes or None) item, in input order, as each is done.
 
         `workers` threads decode the next images, find their faces and crop them while the network
-        runs on the images before them (JAX, ONNX Runtime and OpenVINO release the GIL while they
-        compute); the images ready at that moment (at most max_images, batch_size faces) go through
-        the network together. An item whose image or boxes are bad yields (key, error): a
+        runs on the images before them (JAX, ONNX Runtime, OpenVINO, Pillow's decoder and
+        libfacedetection's C entry point release the GIL while they compute); the images ready at
+        that moment (at most max_images, batch_size faces) go through the network together. An item whose image or boxes are bad yields (key, error): a
         FileNotFoundError or ValueError whose one-line message names the key; the stream goes on.
         """
         items = iter(items)
