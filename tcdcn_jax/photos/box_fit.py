@@ -13,7 +13,7 @@ import numpy as np
 
 from tcdcn_jax import layouts
 from tcdcn_jax.eval import metrics
-from tcdcn_jax.photos import box_maps, detectors, dev_set, official_rule, refine
+from tcdcn_jax.photos import box_maps, detectors, dev_set, official, refine
 
 # Search grid of the authors' box (OfficialBox a, b, k). A coarse search over k 0.9-1.3 and b -0.1-0.05
 # put the optimum near k = 1.1, b = 0.02; the released model's NME68 changes by < 0.005 over this grid.
@@ -36,7 +36,7 @@ def labelled_faces(dev: dev_set.DevSet) -> tuple[list[str], np.ndarray]:
 def predict_faces(params: dict[str, Any], dev: dev_set.DevSet, photo_N: Sequence[str],
                   boxes_Nx4: np.ndarray, offsets_Tx2: np.ndarray | None = None) -> np.ndarray:
     """The released model's points (N, 68, 2) for one box per face, each in its photo."""
-    return np.stack([official_rule.predict(params, dev.rgb[p], b[None], offsets_Tx2)[0]
+    return np.stack([official.predict(params, dev.rgb[p], b[None], offsets_Tx2)[0]
                      for p, b in zip(photo_N, np.asarray(boxes_Nx4))])
 
 

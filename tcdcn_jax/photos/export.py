@@ -2,8 +2,8 @@
 
 - `import_official(model.mat, out)` writes the authors' weights as a workdir
   (`checkpoints.write_weights`: config.json, a pretrain config for the report trunk, 68 points, no
-  auxiliary tasks, `preprocessing='official'`, `input_gain`; and a checkpoint of the params), so
-  `checkpoints.load_model` and `Predictor.from_checkpoint` read it like any run of ours.
+  auxiliary tasks, `preprocessing='official'`; and a checkpoint of the params), so
+  `checkpoints.load_model` and `Predictor.from_path` read it like any run of ours.
 - `export_model(predictor, path, format=...)` serialises the network with the weights inside, for
   the fixed S x S input and a dynamic batch: img_BxSxSx1 float32 (preprocessed as
   `Predictor.preprocess` does) -> {'landmarks': lm_BxKx2 box-normalised, task: probs_BxC}, as
@@ -34,19 +34,20 @@ _STANDARD_STEPS = [
     "3. crop: output pixel (r, c) of the S x S input samples x = left + (c + 0.5) / S * width, "
     "y = top + (r + 0.5) / S * height, bilinearly, coordinates clamped to the image",
     "4. standardise each crop: (crop - mean) / sqrt(variance + 1e-8), population variance",
-    "5. multiply by input_gain; lay out as (batch, S, S, 1) float32, rows first",
+    "5. lay out as (batch, S, S, 1) float32, rows first",
 ]
 _OFFICIAL_STEPS = [
     "1. grey: MATLAB rgb2gray, 0.298936 R + 0.587043 G + 0.114021 B, halves rounded up, uint8",
-    "2. square: left, top and width rounded to whole pixels, side = width; crop rows top .. "
-    "top + side - 1 and columns left .. left + side - 1 (0-based), outside rows and columns "
-    "repeating the image's edge",
-    "3. resize to S x S with MATLAB imresize: bicubic (a = -0.5), antialiased when shrinking, "
-    "mirrored edges, uint8 rounding after each 1-D pass, the more shrunk dimension first",
-    "4. standardise: (crop - mean) / std with the sample std (n - 1); a uniform crop has no "
-    "answer",
-    "5. multiply by input_gain (fitted for the authors' weights); lay out as (batch, S, S, 1) "
-    "float32, rows first",
+    "2. square: l, t, w = the box's left, top and width rounded to whole pixels (halves up; the "
+    "height is not used); crop the (w + 1) x (w + 1) square of 0-based rows t - 1 .. t + w - 1 and "
+    "columns l - 1 .. l + w - 1 (MATLAB imcrop(I, [l t w w])), rows and columns outside the image "
+    "repeating its edge",
+    "3. resize to S x S as MATLAB imresize(crop, [S S], 'bicubic', 'Antialiasing', false): cubic "
+    "a = -0.5, output pixel i (1-based) samples input i / scale + (1 - 1 / scale) / 2 "
+    "(scale = S / (w + 1)), mirrored edges; rows first, then columns, rounding to uint8 (halves "
+    "up) after each pass",
+    "4. standardise: (x - mean(x)) / 127.5, the mean over the S x S pixels",
+    "5. lay out as (batch, S, S, 1) float32, rows first",
 ]
 
 
@@ -61,7 +62,6 @@ def import_official(mat_path: str | os.PathLike, out_dir: str | os.PathLike) -> 
     config.trunk, config.activation, config.features = "report", "relu", 0
     config.num_landmarks, config.aux_tasks = official.NUM_LANDMARKS, ""
     config.preprocessing = "official"
-    config.input_gain = official.OFFICIAL_INPUT_GAIN
     config.source = os.path.abspath(os.fspath(mat_path))
     return checkpoints.write_weights(out_dir, params, config)
 
@@ -87,7 +87,10 @@ def export_model(predictor, path: str | os.PathLike, platforms: Sequence[str] | 
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     size = predictor.input_size
-    model, params = predictor.model, predictor.params
+    model, params = predictor.network.model, predictor.network.params
+    if model is None:
+        raise ValueError(f"{predictor.network.source} is an exported model already; export from "
+                         "the workdir or model.mat it came from")
     meta = describe(predictor)
     path = os.fspath(path)
     if format == "onnx":
@@ -123,7 +126,7 @@ def describe(predictor) -> dict[str, Any]:
     from tcdcn_jax import layouts, tasks
 
     size = predictor.input_size
-    aux = {t: int(c) for t, c in (predictor.model.aux_tasks or {}).items()}
+    aux = {t: int(c) for t, c in predictor.aux_tasks.items()}
     official = predictor.preprocessing == "official"
     layout = layouts.LAYOUTS.get(predictor.num_landmarks)
     return {
@@ -131,14 +134,13 @@ def describe(predictor) -> dict[str, Any]:
         "input_shape": ["batch", size, size, 1],
         "input_dtype": "float32",
         "preprocessing": predictor.preprocessing,
-        "input_gain": predictor.input_gain,
         "num_landmarks": predictor.num_landmarks,
         "aux_tasks": aux,
         "outputs": "landmarks: (batch, K, 2) box-normalised (u, v); task: (batch, C) probabilities",
         "preprocess": _OFFICIAL_STEPS if official else _STANDARD_STEPS,
         "decode": {
-            "landmarks": ("x = left + u * side, y = top + v * side, with the whole-pixel square "
-                          "of step 2" if official else
+            "landmarks": ("x = (l - 1) + 0.5 + u * (w + 1), y = (t - 1) + 0.5 + v * (w + 1), "
+                          "with l, t, w of step 2" if official else
                           "x = left + u * width, y = top + v * height, with the box of step 2")
             + "; 0-based pixel coordinates, pixel (row i, column j) centred at (x, y) = (j, i)",
             "layout": None if layout is None else layout.name,

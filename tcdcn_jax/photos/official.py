@@ -1,52 +1,31 @@
-"""The authors' released 68-point TCDCN (zhzhanp/TCDCN-face-alignment, `model.mat`) in our network.
+"""The authors' released 68-point TCDCN (zhzhanp/TCDCN-face-alignment, `model.mat`): its weights in
+our network, and their tool's input rule, in one place (the Predictor and the conformance test both
+use it).
 
-What was established (on the one released example, testing/296814969_3.jpg, against output.txt):
+The network is our `make_model(68, [], 'report', 'relu')` exactly: ReLU after every layer, 2x2 max
+pooling, correlation with the kernel's first axis along image rows (flax's HWIO as stored), the
+3x3x80 map flattened column-major (`ip1` rows h + 3w + 9c, permuted to our row-major order) and the
+head's columns [y1..y68, x1..x68] (interleaved to our [u0, v0, u1, v1, ...]).
 
-- Network: our `make_model(68, [], 'report', 'relu')` exactly. ReLU after every conv layer and
-  after the fully connected layer, 2x2 max pooling, no flip of the conv kernels, and the kernels'
-  first axis is the image height (a 5x5x1x20 array reads as H x W x Cin x Cout = flax's HWIO).
-  Every other choice of activation, kernel flip/transpose (all 8 per layer tried), pooling or
-  flattening order is several px worse.
-- `ip1` (720 x 512) rows are the 3x3x80 map flattened column-major, (h + 3*w + 9*c); we permute
-  them to our row-major (h, w, c) order. `ip136` columns are [y1..y68, x1..x68] (its bias is a
-  mean shape with the 68 y values first); we interleave them to our [u0, v0, u1, v1, ...].
-- The box is used as a square (`tool_box`): side = the box's width (here also its longer side, so
-  width and max cannot be told apart), anchored at its top-left corner,
-  for the crop and for the mapping back. The authors' picture of the expected box
-  (bounding_box.jpg) shows a square (180 x 181 px); list.txt's box is 271 x 264. Of the rules with no
-  free parameter (square of the width, height, max, min or mean side; anchored top-left or centred;
-  or the rectangle itself) this one fits output.txt best: 1.62 px at the earlier gain 0.6, against
-  2.26 px for the rectangle. A free square side fits a little better still (about 275 px: 1.38 px),
-  not adopted: a parameter fitted to one image.
-- Mapping: x = left + u*side, y = top + v*side (0-based pixels, as output.txt).
-- Preprocessing: MATLAB's rgb2gray (0.298936 R + 0.587043 G + 0.114021 B, rounded to uint8), crop
-  of rows top..top+side-1 and columns left..left+side-1 (0-based), MATLAB's imresize to 60x60
-  (bicubic a=-0.5, antialiased when shrinking, MATLAB's index mapping, mirror edges, uint8
-  rounding after each of the two 1-D passes, more shrunk dimension first), per-image
-  standardisation, and then an empirical gain of 0.55 (`OFFICIAL_INPUT_GAIN`). Box values are
-  rounded to whole pixels; rows or columns outside the image repeat the edge.
+The input rule, MATLAB's own steps with no constant fitted to an image:
 
-Conformance reached: 1.48 px mean Euclidean distance over the 68 points from output.txt (inter-
-ocular distance about 120 px, so about 1.2 %). NOT the 1 px we aimed for: the authors' preprocessing
-lives in compiled MATLAB p-files we cannot read. Without the gain (plain unit-variance input) the
-distance is 3.99 px. The gain is the one unexplained constant, refitted for the square crop (gain
-0.5 / 0.52 / 0.55 / 0.6 / 0.65: 1.50 / 1.47 / 1.48 / 1.62 / 1.80 px). What follows was found with the
-rectangular crop (then 2.26 px with a gain of 0.6, 4.37 px without): a free input scale fit best at
-0.56 (2.22 px) and the network's other layers gain nothing from a scale, so the released weights
-expect an input of lower contrast than a unit-variance crop; equivalently the mean-centred crop
-divided by about 100 grey levels instead of its standard deviation (~60 here). Whether the authors
-divided by a constant, by a training-set statistic or something else cannot be told from one
-image; the gain is fitted on this single image, hence a constant and not a claim about their code.
-Also tried, none better than about 2.0 px even with a fitted gain: crop offsets of -2..+2 px in
-each of left, top, width, height (the box used as 1-based
-indices, img(top:top+h-1, ...), is 2.19 px),
-Piotr's-toolbox area resampling, bilinear / bicubic without antialiasing / nearest resizing, float
-vs rounded grey, single colour channels, gamma and histogram equalisation, whole-image or RGB
-statistics for the normalisation, mirror averaging and re-cropping on the first prediction's
-extent. Two fits get closer but are not adopted, as they add free parameters fitted to one image
-with no mechanism behind them: averaging the predictions of a 3x3 grid of crops shifted by 6 px
-(1.40 px; with no gain averaging does not help, 4.20 px), and a free crop (left 295, top 296,
-width 261, height 257, gain 0.64: 0.87 px).
+    grey  = rgb2gray(I)                      MATLAB weights, rounded to uint8
+    crop  = imcrop(grey, [l t w w])          (w+1)-px square: 0-based rows t-1..t+w-1, cols l-1..l+w-1
+    small = imresize(crop, [60 60], 'bicubic', 'Antialiasing', false)   a = -0.5, rounded to uint8
+    x     = (small - mean(small)) / 127.5    about half of unit variance, what the weights expect
+    points: x = (l - 1) + 0.5 + u (w + 1),  y = (t - 1) + 0.5 + v (w + 1)   (0-based pixels)
+
+It lands 1.04 px (mean Euclidean distance over the 68 points; inter-ocular distance ~120 px) from
+the tool's output.txt on the authors' test image. Finer is not determinable from that one image:
+nothing tried gets under ~0.6 px even after a best-fit similarity, a 1 px change of the crop moves
+the output 0.3-0.4 px, and output.txt predates the authors' last change to their compiled
+preprocessing, so the pipeline that made it may no longer exist; a finer check needs other reference
+outputs of the same tool version (docs/official_weights.md).
+
+The box is (l, t, w, h) with h unused: the tool reads a square of the box's width from its top-left
+corner. Rows and columns outside the image repeat the edge (MATLAB's imcrop would cut the square
+short and the resize would then stretch it; keeping the square keeps the point mapping exact). Grey
+conversion is per pixel, so only the crop is converted: a large photo is never converted whole.
 """
 
 from __future__ import annotations
@@ -58,16 +37,12 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.io
 
 from tcdcn_jax import geometry
-from tcdcn_jax.images import ImageLike, load_image
-from tcdcn_jax.model.networks import make_model
 
 NUM_LANDMARKS = 68
 INPUT_SIZE = 60
-# Fitted on the released example (see the module docstring): scale of the standardised crop.
-OFFICIAL_INPUT_GAIN = 0.55
+INPUT_SCALE = 127.5  # (x - mean) / 127.5: the contrast the released weights were trained on
 
 # MATLAB layer name -> (our layer name, weights shape, bias length).
 _LAYERS = (
@@ -85,10 +60,14 @@ _RGB2GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
 
 def model():
     """Our network configured as the authors' released one."""
+    from tcdcn_jax.model.networks import make_model  # here: flax loads only for a flax model
+
     return make_model(NUM_LANDMARKS, [], "report", "relu")
 
 
 def _read_layers(mat_path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    import scipy.io  # here: only loading the weights needs it
+
     try:
         mat = scipy.io.loadmat(str(mat_path))
     except Exception as err:  # scipy raises assorted types for non-.mat bytes
@@ -155,81 +134,139 @@ def _cubic(x: np.ndarray) -> np.ndarray:
             + (-0.5 * a**3 + 2.5 * a**2 - 4 * a + 2) * ((a > 1) & (a <= 2)))
 
 
-def _imresize_matrix(in_len: int, out_len: int) -> np.ndarray:
-    """out_len x in_len weights of MATLAB's imresize (bicubic, antialiased) along one axis."""
+def imresize_matrix(in_len: int, out_len: int, antialias: bool = False, pad: int = 0,
+                    context: int = 0) -> np.ndarray:
+    """(out_len + 2 pad) x (in_len + 2 context) weights of MATLAB's bicubic imresize (a = -0.5,
+    edges mirrored) along one axis: output i (1-based) samples input i / scale + (1 - 1/scale) / 2.
+    antialias: MATLAB's default when shrinking (the kernel stretched by 1/scale); the authors' rule
+    has it off. `pad` extra outputs on each side continue the same grid (translated windows for
+    TCDCN-Averaged) and read `context` extra input pixels on each side."""
     scale = out_len / in_len
-    width = 4.0
-    kernel = _cubic
-    if scale < 1:  # antialiasing: stretch the kernel by 1/scale
+    kernel, width = _cubic, 4.0
+    if antialias and scale < 1:
         kernel = lambda x: scale * _cubic(scale * x)  # noqa: E731
         width /= scale
-    u = np.arange(1, out_len + 1) / scale + 0.5 * (1 - 1 / scale)  # 1-based input coordinates
-    left = np.floor(u - width / 2)
-    idx = left[:, None] + np.arange(int(np.ceil(width)) + 2)[None]
-    w = kernel(u[:, None] - idx)
-    w /= w.sum(1, keepdims=True)
-    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])  # symmetric edges
-    idx0 = mirror[(idx.astype(int) - 1) % (2 * in_len)]
-    mat = np.zeros((out_len, in_len))
-    np.add.at(mat, (np.repeat(np.arange(out_len), idx.shape[1]), idx0.ravel()), w.ravel())
+    u_O = np.arange(1 - pad, out_len + pad + 1) / scale + 0.5 * (1 - 1 / scale) + context
+    taps_OxT = np.floor(u_O - width / 2)[:, None] + np.arange(int(np.ceil(width)) + 2)[None]
+    w_OxT = kernel(u_O[:, None] - taps_OxT)
+    w_OxT /= w_OxT.sum(axis=1, keepdims=True)
+    n = in_len + 2 * context
+    mirror = np.concatenate([np.arange(n), np.arange(n - 1, -1, -1)])
+    idx_OxT = mirror[(taps_OxT.astype(np.int64) - 1) % (2 * n)]
+    mat = np.zeros((len(u_O), n))
+    np.add.at(mat, (np.repeat(np.arange(len(u_O)), taps_OxT.shape[1]), idx_OxT.ravel()),
+              w_OxT.ravel())
     return mat
 
 
-def matlab_imresize(grey_HxW: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """MATLAB's imresize(uint8, [out_h out_w]) default (bicubic): uint8 after each 1-D pass."""
-    in_h, in_w = grey_HxW.shape
-    rows = _imresize_matrix(in_h, out_h)
-    cols = _imresize_matrix(in_w, out_w)
+def resize(grey_HxW: np.ndarray, out_h: int = INPUT_SIZE, out_w: int | None = None,
+           antialias: bool = False, pad: int = 0, context: int = 0) -> np.ndarray:
+    """MATLAB's imresize(uint8, [out_h out_w], 'bicubic') with 'Antialiasing' `antialias`: the more
+    shrunk dimension first (rows on a tie), rounded to uint8 after each 1-D pass (MATLAB keeps the
+    class between them). With pad / context: the (size + 2 pad)-px grid around it, from a crop with
+    `context` extra pixels a side."""
+    out_w = out_h if out_w is None else out_w
     to_u8 = lambda x: np.clip(np.floor(x + 0.5), 0, 255)  # MATLAB rounds halves up  # noqa: E731
+    in_h, in_w = (n - 2 * context for n in grey_HxW.shape[:2])
+    rows = imresize_matrix(in_h, out_h, antialias, pad, context)
+    cols = imresize_matrix(in_w, out_w, antialias, pad, context)
     x = grey_HxW.astype(np.float64)
-    if out_w / in_w <= out_h / in_h:  # MATLAB resizes the more shrunk dimension first
-        x = to_u8(rows @ to_u8(x @ cols.T))
-    else:
-        x = to_u8(to_u8(rows @ x) @ cols.T)
-    return x.astype(np.uint8)
+    if out_h / in_h <= out_w / in_w:
+        return to_u8(to_u8(rows @ x) @ cols.T).astype(np.uint8)
+    return to_u8(rows @ to_u8(x @ cols.T)).astype(np.uint8)
 
 
-def tool_box(box: Sequence[float]) -> tuple[int, int, int, int]:
-    """The square the tool crops and maps back to for a (left, top, width, height) box: whole pixels,
-    anchored at the box's top-left corner, side = the box's width (see the module docstring)."""
+def square_of(box: Sequence[float]) -> tuple[int, int, int]:
+    """(l, t, w): the box's corner and width in whole pixels (MATLAB's imcrop rounds them)."""
     if len(box) != 4:
-        raise ValueError(f"box must be (left, top, width, height), got {box!r}")
-    left, top, width, height = (int(round(float(v))) for v in box)
-    if width < 1 or height < 1:
-        raise ValueError(f"box width and height must be >= 1 px, got box {tuple(box)}")
-    return left, top, width, width
+        raise ValueError(f"box must be (left, top, width, height), got {tuple(box)}")
+    left, top, width = (int(np.floor(float(v) + 0.5)) for v in box[:3])
+    if width < 1:
+        raise ValueError(f"box width must be >= 1 px, got box {tuple(float(v) for v in box)}")
+    return left, top, width
 
 
-def _crop(arr_HxW: np.ndarray, box: Sequence[float]) -> np.ndarray:
-    """The tool box's rows and columns of the image (grey or RGB); outside it the edge repeats."""
-    left, top, width, height = tool_box(box)
-    rows = np.clip(np.arange(top, top + height), 0, arr_HxW.shape[0] - 1)  # replicate outside
-    cols = np.clip(np.arange(left, left + width), 0, arr_HxW.shape[1] - 1)
-    return arr_HxW[np.ix_(rows, cols)]
+def crop(image: np.ndarray, box: Sequence[float], context: int = 0) -> np.ndarray:
+    """imcrop(image, [l t w w]): the (w+1) x (w+1) square (grown by `context` px a side) of a grey
+    or RGB image, edge pixels repeated outside the image."""
+    left, top, width = square_of(box)
+    rows = np.clip(np.arange(top - 1 - context, top + width + context), 0, image.shape[0] - 1)
+    cols = np.clip(np.arange(left - 1 - context, left + width + context), 0, image.shape[1] - 1)
+    return image[np.ix_(rows, cols)]
 
 
-def preprocess(image: ImageLike, box: Sequence[float],
-               gain: float = OFFICIAL_INPUT_GAIN) -> np.ndarray:
-    """The 60x60 float32 input the released weights expect for box (left, top, width, height)."""
-    face = _crop(load_image(image), box)  # grey conversion is per pixel: convert the crop alone
-    grey = face if face.ndim == 2 else matlab_rgb2gray(face)
-    small = matlab_imresize(grey, INPUT_SIZE, INPUT_SIZE).astype(np.float64)
-    std = small.std(ddof=1)
-    if std == 0:
-        raise ValueError(f"the crop of box {tuple(box)} is uniform; cannot standardise it")
-    return (gain * (small - small.mean()) / std).astype(np.float32)
+def _checked(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2
+                                       or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"image must be uint8 H x W or H x W x 3, got {image.dtype} {image.shape}")
+    return image
+
+
+def _grey(crop_HxW: np.ndarray) -> np.ndarray:
+    return crop_HxW if crop_HxW.ndim == 2 else matlab_rgb2gray(crop_HxW)
+
+
+def _standardise(small: np.ndarray) -> np.ndarray:
+    small = small.astype(np.float64)
+    return ((small - small.mean(axis=(-2, -1), keepdims=True)) / INPUT_SCALE).astype(np.float32)
+
+
+def preprocess(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """The 60 x 60 float32 input of the released weights for a uint8 H x W or H x W x 3 (RGB)
+    image."""
+    return _standardise(resize(_grey(crop(_checked(image), box))))
+
+
+def preprocess_windows(image: np.ndarray, box: Sequence[float], offsets_Tx2: np.ndarray
+                       ) -> np.ndarray:
+    """T x 60 x 60 inputs of the rule's crop translated by (dx, dy) input pixels each
+    (TCDCN-Averaged, offsets from model.averaging.grid_offsets): windows of one larger resize on the
+    same sample grid, each standardised by its own mean, as a single input is."""
+    offsets = np.asarray(offsets_Tx2, np.int64).reshape(-1, 2)
+    pad = int(np.abs(offsets).max())
+    _, _, width = square_of(box)
+    context = int(np.ceil(pad * (width + 1) / INPUT_SIZE)) + 3  # the cubic's 2 taps and rounding
+    big = resize(_grey(crop(_checked(image), box, context)), INPUT_SIZE, pad=pad, context=context)
+    wins = np.stack([big[pad + dy:pad + dy + INPUT_SIZE, pad + dx:pad + dx + INPUT_SIZE]
+                     for dx, dy in offsets])
+    return _standardise(wins)
+
+
+def to_pixels(lm_Kx2: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """Box-normalised (u, v) -> 0-based pixels: x = (l - 1) + 0.5 + u (w + 1), likewise y."""
+    left, top, width = square_of(box)
+    origin = np.array([left - 0.5, top - 0.5])
+    return origin + np.asarray(lm_Kx2, np.float64) * (width + 1)
+
+
+def to_normalised(pix_Kx2: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """The inverse of to_pixels."""
+    left, top, width = square_of(box)
+    return (np.asarray(pix_Kx2, np.float64) - np.array([left - 0.5, top - 0.5])) / (width + 1)
 
 
 @functools.lru_cache(maxsize=1)
-def _apply_fn():
+def _apply():
     net = model()
     return jax.jit(lambda params, img: net.apply({"params": params}, img)["landmarks"])
 
 
-def tool_landmarks(params: dict[str, Any], image: ImageLike, box: Sequence[float]) -> np.ndarray:
-    """68 x 2 landmark pixel coordinates (x, y), 0-based, as the authors' tool writes them: the
-    network's box-normalised output mapped back through the tool's square."""
-    img_1xSxSx1 = jnp.asarray(preprocess(image, box))[None, :, :, None]
-    lm_1xKx2 = np.asarray(_apply_fn()(params, img_1xSxSx1), np.float64)
-    return geometry.to_pixels(lm_1xKx2, np.array([tool_box(box)], np.float64))[0]
-
+def predict(params: dict[str, Any], image: np.ndarray, boxes_Nx4: np.ndarray,
+            offsets_Tx2: np.ndarray | None = None) -> np.ndarray:
+    """lm_NxKx2, 0-based pixels, of the released network (load_official_params) for boxes of one
+    image under this rule; with offsets (T, 2), the mean over those translated windows
+    (TCDCN-Averaged). The Predictor runs the same steps batched across images."""
+    boxes_Nx4 = np.asarray(boxes_Nx4, np.float64).reshape(-1, 4)
+    if not len(boxes_Nx4):
+        return np.zeros((0, NUM_LANDMARKS, 2))
+    if offsets_Tx2 is None:
+        img = np.stack([preprocess(image, b) for b in boxes_Nx4])[..., None]
+        lm_NxKx2 = np.asarray(_apply()(params, jnp.asarray(img)), np.float64)
+    else:
+        offsets = np.asarray(offsets_Tx2, np.int64).reshape(-1, 2)
+        img = np.concatenate([preprocess_windows(image, b, offsets) for b in boxes_Nx4])[..., None]
+        lm = np.asarray(_apply()(params, jnp.asarray(img)), np.float64)
+        lm_NxTxKx2 = lm.reshape((len(boxes_Nx4), len(offsets)) + lm.shape[1:])
+        lm_NxKx2 = np.asarray(geometry.shift_to_box(lm_NxTxKx2, offsets, INPUT_SIZE)).mean(axis=1)
+    return np.stack([to_pixels(lm, b) for lm, b in zip(lm_NxKx2, boxes_Nx4)])

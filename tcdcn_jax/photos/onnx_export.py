@@ -166,3 +166,14 @@ def to_onnx(model: networks.TCDCN, params: Mapping[str, Any],
         helper.set_model_props(proto, {METADATA_KEY: json.dumps(dict(metadata))})
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    """The sidecar stored in an ONNX file by `to_onnx` ({} when it holds none)."""
+    onnx = _onnx()
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and others for foreign bytes
+        raise ValueError(f"{path}: not a readable ONNX file ({type(err).__name__})") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else {}

@@ -43,7 +43,7 @@ def test_export_round_trip_in_a_fresh_process(tmp_path):
     subprocess.run([sys.executable, "-c", _LOADER, str(model_bin), str(tmp_path / "in.npz"),
                     str(tmp_path / "out.npz")], check=True, cwd=tmp_path)
     loaded = np.load(tmp_path / "out.npz")
-    live = Predictor.from_checkpoint(workdir)
+    live = Predictor.from_path(workdir)
     for name, img in inputs.items():
         want = live.run(img)
         assert set(want) == {"landmarks", "pose", "gender"}
@@ -55,7 +55,7 @@ def test_export_round_trip_in_a_fresh_process(tmp_path):
 
 def test_official_model_exports_for_cpu_and_cuda(tmp_path):
     out = tmp_path / "official.bin"
-    live = Predictor.from_official(official_dir() / "model.mat")
+    live = Predictor.from_path(official_dir() / "model.mat")
     meta = export.export_model(live, out, platforms=("cpu", "cuda"))
     assert meta["platforms"] == ["cpu", "cuda"] and meta["preprocessing"] == "official"
     call, sidecar = export.load_exported(out)

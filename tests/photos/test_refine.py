@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tcdcn_jax.photos import box_maps, official_rule, photo_eval, refine
+from tcdcn_jax.photos import box_maps, official, photo_eval, refine
 
 SHAPE = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, 0.4], [0.2, 1.0], [0.8, 1.0]])  # unit tight box
 
@@ -71,14 +71,42 @@ def test_stored_rule_is_the_fitted_square_rule():
 def test_refinement_reaches_a_fixed_point_on_the_authors_image(official_params, authors_example):
     rgb, box, _ = authors_example
     rule = refine.load_rule("official")
-    predict = lambda b: official_rule.predict(official_params, rgb, b)  # noqa: E731
+    predict = lambda b: official.predict(official_params, rgb, b)  # noqa: E731
     _, boxes, passes = refine.refine(predict, np.asarray([box]), rule, passes=8)
     assert passes[0] < 8
     lm = predict(boxes)
     assert refine.box_change(boxes, refine.next_box(rule, lm))[0] < refine.TOLERANCE
 
 
-def test_refinement_shrinks_the_spread_from_perturbed_boxes(official_params, authors_example):
+def test_refinement_shrinks_the_spread_from_perturbed_boxes(authors_example):
+    from tcdcn_jax.photos.predictor import Predictor
+    from tests.photos.test_predictor import official_dir
+
     rgb, box, _ = authors_example
-    r = photo_eval.robustness(official_params, rgb, box)
+    r = photo_eval.robustness(Predictor.from_path(official_dir() / "model.mat"), rgb, box)
     assert r["spread_refined_px"] < 0.5 * r["spread_px"]
+
+
+def test_refine_many_batches_images_and_stops_each_face_on_its_own():
+    """Two images' faces: one call per pass for all of them, each image its own pass limit, each
+    face stopping when its box stands still; the points are what refine gives each image alone."""
+    faces = [np.array([100.0, 80.0]) + SHAPE * [50, 50], np.array([10.0, 20.0]) + SHAPE * [30, 40]]
+    models = [_toy_model(f, pull=0.5) for f in faces]
+    starts = [np.array([[120, 70, 60, 60], [100, 80, 50, 50]], np.float64),
+              np.array([[0, 10, 40, 50]], np.float64)]
+    calls = []
+
+    def predict(asks):
+        calls.append([(i, len(b)) for i, b in asks])
+        return [{"landmarks": models[i](b), "tag": np.full(len(b), len(calls))} for i, b in asks]
+
+    rule = refine.RecropRule(refine.IDENTITY)
+    outs, boxes, done = refine.refine_many(predict, starts, rule, [5, 1])
+    assert calls[0] == [(0, 2), (1, 1)] and calls[1] == [(0, 1), (1, 1)]  # face 0/1 stood still
+    assert all(i == 0 for call in calls[2:] for i, _ in call)  # image 1 ran its single pass
+    assert done[1].tolist() == [1] and done[0][1] == 0 and 1 <= done[0][0] <= 5
+    for i in range(2):
+        want, want_boxes, _ = refine.refine(models[i], starts[i], rule, [5, 1][i])
+        np.testing.assert_allclose(outs[i]["landmarks"], want)
+        np.testing.assert_allclose(boxes[i], want_boxes)
+    assert outs[0]["tag"][1] == 1 and outs[0]["tag"][0] == len(calls)  # other keys follow rows

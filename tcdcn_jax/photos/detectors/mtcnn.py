@@ -14,7 +14,6 @@ and the number of R-/O-Net crops varies per photo. A JAX port was not measured.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -39,8 +38,9 @@ def _model_dir() -> str:
     return list(spec.submodule_search_locations)[0]
 
 
-@functools.lru_cache(maxsize=1)
 def _nets():
+    """The three networks, read anew: a cv2.dnn.Net must not run in two threads at once, so each
+    detector has its own (2 MB of files, read in milliseconds)."""
     import cv2
 
     folder = _model_dir()
