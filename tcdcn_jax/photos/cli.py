@@ -70,7 +70,7 @@ class _Version(argparse.Action):
 
 
 class _Reporter:
-    """Error lines, notes and the progress bar (tqdm) on stderr, kept from overwriting each other."""
+    """Error lines, notes and the progress bar (tqdm) on stderr, not overwriting each other."""
 
     def __init__(self, progress: bool, quiet: bool):
         self.quiet = quiet
@@ -375,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="serialise a model as StableHLO (jax.export) or ONNX")
     p.add_argument("--weights", required=True, help="a workdir or the authors' model.mat")
-    p.add_argument("--out", required=True, help="output file (a .json sidecar is written next to it)")
+    p.add_argument("--out", required=True,
+                   help="output file (a .json sidecar is written next to it)")
     p.add_argument("--format", choices=("stablehlo", "onnx"),
                    help="stablehlo (jax.export) or onnx (needs the onnx extra); default: onnx "
                         "for an --out ending in .onnx, stablehlo otherwise")

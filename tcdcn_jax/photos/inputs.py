@@ -1,13 +1,14 @@
 """What `tcdcn predict` reads: images (files, folders, stdin) and face boxes (`--box`, a CSV).
 
-- Files named on the command line are used as given (the image loader reports one that is not an
-  image). In folders, images are recognised by their content, as Pillow identifies them, not by their
-  extension: a `.jpg` holding text is skipped, a photo saved without an extension is found. Hidden
-  files and folders (names starting with '.') are skipped; `recursive` walks subfolders.
+- Files named on the command line are used as given (the image loader reports one that is not
+  an image). In folders, images are recognised by their content, as Pillow identifies them, not
+  by their extension: a `.jpg` holding text is skipped, a photo saved without an extension is
+  found. Hidden files and folders (names starting with '.') are skipped; `recursive` walks
+  subfolders.
 - `-` is one image read from stdin, when its turn comes.
-- Boxes: `parse_box('l,t,w,h')`; `read_box_csv` reads `path,left,top,width,height` rows (several rows
-  per image: several faces; an optional header row `path,left,top,width,height`). Relative paths in
-  the CSV are taken from the CSV's own folder, or else from the current folder.
+- Boxes: `parse_box('l,t,w,h')`; `read_box_csv` reads `path,left,top,width,height` rows (several
+  rows per image: several faces; an optional header row `path,left,top,width,height`). Relative
+  paths in the CSV are taken from the CSV's own folder, or else from the current folder.
 
 Only the standard library is imported here (Pillow when a folder is scanned), so that `tcdcn --help`
 stays fast.
@@ -46,7 +47,7 @@ class Item:
 
 
 def parse_box(text: str) -> Box:
-    """'l,t,w,h' -> 4 floats; InputError otherwise (the values are judged later, against the photo)."""
+    """'l,t,w,h' -> 4 floats; InputError otherwise (values are judged later, against the photo)."""
     parts = text.split(",")
     try:
         values = tuple(float(p) for p in parts)
