@@ -27,7 +27,7 @@ import argparse
 import os
 import re
 import sys
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from tcdcn_jax.photos import contract
 from tcdcn_jax.photos.contract import one_line as _one_line
@@ -224,8 +224,8 @@ def cmd_predict(args) -> int:
     try:
         run_info = {"weights": weights, "detector": contract.detector_name(predictor, detect)}
         writer = _writer(fmt, stream, out, predictor, run_info)
-        work = _Work(items, table, boxes, reporter)
-        _predict_all(work, contract.stream(predictor, work, detect), writer, args.draw, reporter)
+        predict_items(predictor, detect, items, writer, table=table, boxes=boxes, draw=args.draw,
+                      reporter=reporter)
     finally:
         reporter.close()
         if stream is not sys.stdout:
@@ -244,12 +244,17 @@ def _writer(fmt: str, stream, out: str | None, predictor, run_info: dict[str, An
     return outputs.PtsWriter(out)
 
 
-def _predict_all(work: _Work, results: Iterator[tuple[str, Any]], writer, draw: str | None,
-                 reporter: _Reporter) -> None:
-    """Writes each image's result as it comes; errors and 'no face' said on stderr."""
+def predict_items(predictor, detect, items: list[Item], writer, table=None, boxes=None,
+                  draw: str | None = None, reporter: _Reporter | None = None) -> int:
+    """`tcdcn predict`'s loop: each image's result written as it comes (and its overlay drawn into
+    `draw`), errors and 'no face' said on stderr; returns the number of errors. Boxes from `boxes`
+    (for every item), else the box `table`'s, else the detector's (`detect`: contract.py)."""
     from tcdcn_jax.images import load_image
     from tcdcn_jax.photos import outputs
 
+    reporter = reporter or _Reporter(progress=False, quiet=True)
+    work = _Work(items, table, boxes, reporter)
+    results = contract.stream(predictor, work, detect)
     overlays = outputs.OutputNames(draw) if draw else None
     reporter.start(len(work.items))
     faces_total = 0
@@ -269,6 +274,7 @@ def _predict_all(work: _Work, results: Iterator[tuple[str, Any]], writer, draw: 
             writer.write(item, result, extra=extra)
             faces_total += len(result)
         reporter.step(faces_total)
+    return reporter.errors
 
 
 def cmd_import_official(args) -> int:

@@ -6,6 +6,7 @@ reproduced through import-official + predict."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -64,23 +65,27 @@ def _records(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+@functools.lru_cache(maxsize=1)
+def _reference(workdir: Path) -> Predictor:
+    return Predictor.from_checkpoint(workdir)
+
+
 def _want(workdir: Path, image, box) -> np.ndarray:
-    (face,) = Predictor.from_checkpoint(workdir).predict(image, [box])
+    """The landmarks the library gives for this image and box."""
+    (face,) = _reference(workdir).predict(image, [box])
     return face.landmarks
 
 
-def test_bad_files_in_a_fresh_process_one_line_each(tmp_path, workdir, images, subprocess_env):
+def test_bad_files_one_line_each_and_a_line_per_image(capsys, tmp_path, workdir, images):
     out = tmp_path / "out.jsonl"
     csv_file = tmp_path / "boxes.csv"  # boxes for two of the files; the others fail before that
     csv_file.write_text("".join(f"{images[n]},{BOX}\n" for n in ("good.png", "tiny.png")))
-    argv = [sys.executable, "-m", "tcdcn_jax.photos.cli", "predict", images["good.png"],
-            tmp_path / "missing.png", images["cut.jpg"], images["text.png"], images["tiny.png"],
-            "--weights", workdir, "--boxes", csv_file, "--out", out]
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, cwd=REPO,
-                          env=subprocess_env)
-    assert proc.returncode == 2, proc.stderr
-    errors = _errors(proc.stderr.splitlines())
-    assert len(errors) == 4, proc.stderr
+    code, lines, stdout = _run(capsys, "predict", images["good.png"], tmp_path / "missing.png",
+                               images["cut.jpg"], images["text.png"], images["tiny.png"],
+                               "--weights", workdir, "--boxes", csv_file, "--out", out)
+    assert code == 2 and stdout == ""
+    errors = _errors(lines)
+    assert len(errors) == 4, lines
     for name, words in [("missing.png", "no such file"), ("cut.jpg", "not a readable image"),
                         ("text.png", "not a readable image"), ("tiny.png", "outside")]:
         assert any(name in e and words in e for e in errors), (name, errors)
