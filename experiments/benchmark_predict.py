@@ -1,7 +1,7 @@
 r"""End-to-end speed of landmarks on photos, as `tcdcn predict` runs them, against dlib.
 
 Run:  python -m experiments.benchmark_predict [--weights M] [--photos_dir DIR] [--repeats 3]
-                                              [--skip_cold] [--skip_big]
+                                              [--copies 3] [--skip_cold] [--skip_big]
 Prints one JSON object:
 - ms_per_photo_640: one 640x480 photo with one face (the authors' example, shrunk and padded),
   warm: decode + detect (default detector) + landmarks, through the CLI's path (contract.stream).
@@ -55,7 +55,6 @@ EXAMPLE = os.path.join(SHARED, "official-tcdcn", "testing", "296814969_3.jpg")
 DEV_PHOTOS = os.path.join(SHARED, "dev-photos")
 SIZE = (640, 480)
 BIG = (8000, 6000)
-COPIES = 3  # of each photo in the folder
 DLIB_UPSAMPLE = 1
 
 
@@ -69,8 +68,9 @@ def fit_and_pad(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return canvas
 
 
-def prepare(photos_dir: str, folder: str) -> tuple[str, list[str], str]:
-    """(one-face 640x480 photo, the folder's photos, the 8000x6000 photo), written under folder."""
+def prepare(photos_dir: str, folder: str, copies: int) -> tuple[str, list[str], str]:
+    """(one-face 640x480 photo, the folder's photos (`copies` of each), the 8000x6000 photo),
+    written under folder."""
     one = os.path.join(folder, "one_face.jpg")
     with Image.open(EXAMPLE) as im:
         fit_and_pad(im.resize((480, 480), Image.LANCZOS), SIZE).save(one, quality=92)
@@ -82,7 +82,7 @@ def prepare(photos_dir: str, folder: str) -> tuple[str, list[str], str]:
     for i, src in enumerate(sources):
         with Image.open(src) as im:
             resized = fit_and_pad(im, SIZE)
-        for c in range(COPIES):
+        for c in range(copies):
             photos.append(os.path.join(folder, "photos", f"{c}_{i:02d}.jpg"))
             resized.save(photos[-1], quality=92)
     return one, sorted(photos), big
@@ -220,6 +220,7 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--weights", default=OFFICIAL_MAT)
     parser.add_argument("--photos_dir", default=DEV_PHOTOS)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=3, help="copies of each photo in the folder")
     parser.add_argument("--skip_cold", action="store_true")
     parser.add_argument("--skip_big", action="store_true")
     parser.add_argument("--big_worker", help=argparse.SUPPRESS)
@@ -234,7 +235,7 @@ def main(argv=None) -> dict[str, Any]:
     result: dict[str, Any] = {"load_average_before": os.getloadavg(),
                               "cpu_count": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="tcdcn_bench_") as folder:
-        one, photos, big = prepare(args.photos_dir, folder)
+        one, photos, big = prepare(args.photos_dir, folder, args.copies)
         predictor, detect = load(args.weights)
         result["detector"] = contract.detector_name(predictor, detect)
         ours, theirs = ours_one_photo(predictor, detect), dlib_runner()

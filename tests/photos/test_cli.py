@@ -119,6 +119,25 @@ def test_an_interrupt_keeps_every_line_already_written(tmp_path, workdir, subpro
     assert all(len(r["faces"]) == 1 for r in records)
 
 
+def test_a_crash_keeps_the_lines_written_and_exits_1(capsys, monkeypatch, tmp_path, workdir,
+                                                    images):
+    from tcdcn_jax.photos import contract
+
+    real = contract.stream
+
+    def crashing(*args, **kwargs):
+        results = real(*args, **kwargs)
+        yield next(results)
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(contract, "stream", crashing)
+    csv_file = _csv(tmp_path, [(images["good.png"], BOX), (images["blank.png"], BOX)])
+    code, lines, _ = _run(capsys, "predict", "--weights", workdir, "--boxes", csv_file, "--out",
+                          tmp_path / "out.jsonl")
+    assert code == 1 and lines == ["tcdcn: internal error: RuntimeError: a bug"], lines
+    (record,) = _records((tmp_path / "out.jsonl").read_text())
+    assert Path(record["image"]).name == "good.png" and len(record["faces"]) == 1
+
+
 def test_no_face_found_is_a_result_and_a_detected_face_has_a_score(capsys, workdir, images):
     code, lines, out = _run(capsys, "predict", images["blank.png"], images["face.jpg"],
                             "--weights", workdir)
