@@ -170,6 +170,19 @@ def _gather(args, reporter: _Reporter) -> tuple[list[Item], Any, list | None]:
     return items, table, boxes
 
 
+def _check_detector(name: str) -> None:
+    """InputError for a detector that is unknown or not installed (before loading weights)."""
+    from tcdcn_jax.photos import detectors
+
+    try:
+        resolved = detectors.resolve(name)
+    except (ValueError, ImportError) as err:
+        raise InputError(f"--detector {name}: {_one_line(err)}") from None
+    if resolved not in detectors.available():
+        raise InputError(f"--detector {name} is not installed (installed: "
+                         f"{', '.join(detectors.available()) or 'none'})")
+
+
 class _Work:
     """(key, image, boxes or None) per item for the stream, stdin read when its turn comes (and kept
     for its overlay); boxes from --box, else the CSV's, else None (the detector's)."""
@@ -210,6 +223,8 @@ def cmd_predict(args) -> int:
     items, table, boxes = _gather(args, reporter)
     if not items:
         return EXIT_INPUT
+    if args.detector is not None:
+        _check_detector(args.detector)
     enable_compilation_cache()
     predictor, detect = contract.load_predictor(
         weights, {k: getattr(args, k) for k in contract.PREDICTOR_OPTIONS}, reporter.note)

@@ -159,6 +159,7 @@ def test_no_face_found_is_a_result_and_a_detected_face_has_a_score(capsys, workd
     (["--box", BOX, "--batch-size", "0"], "--batch-size"),
     (["--refine", "-1"], "--refine"),
     (["--format", "xml"], "invalid choice"),
+    (["--detector", "bogus"], "--detector bogus: unknown detector"),
 ])
 def test_bad_boxes_and_options_one_line_exit_2(capsys, workdir, images, argv, words):
     code, lines, _ = _run(capsys, "predict", images["good.png"], "--weights", workdir, *argv)
