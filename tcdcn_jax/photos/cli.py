@@ -226,8 +226,11 @@ def cmd_predict(args) -> int:
     if args.detector is not None:
         _check_detector(args.detector)
     enable_compilation_cache()
-    predictor, detect = contract.load_predictor(
-        weights, {k: getattr(args, k) for k in contract.PREDICTOR_OPTIONS}, reporter.note)
+    try:
+        predictor, detect = contract.load_predictor(
+            weights, {k: getattr(args, k) for k in contract.PREDICTOR_OPTIONS}, reporter.note)
+    except InputError as err:
+        raise InputError(f"{err} (from ${WEIGHTS_ENV})" if not args.weights else err) from None
     note = contract.box_note(predictor)
     if note and (boxes or table is not None):
         reporter.note(note)

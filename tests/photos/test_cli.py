@@ -224,6 +224,9 @@ def test_weights_that_do_not_fit_do_not_exist_or_come_from_the_environment(
     monkeypatch.delenv(cli.WEIGHTS_ENV, raising=False)
     code, lines, _ = _run(capsys, "predict", images["good.png"], "--box", BOX)
     assert code == 2 and cli.WEIGHTS_ENV in _errors(lines)[0]
+    monkeypatch.setenv(cli.WEIGHTS_ENV, str(tmp_path / "nope"))
+    code, lines, _ = _run(capsys, "predict", images["good.png"], "--box", BOX)
+    assert code == 2 and f"(from ${cli.WEIGHTS_ENV})" in _errors(lines)[0]
     monkeypatch.setenv(cli.WEIGHTS_ENV, str(workdir))
     code, lines, out = _run(capsys, "predict", images["good.png"], "--box", BOX)
     assert code == 0 and _records(out)[0]["weights"] == str(workdir)
