@@ -178,17 +178,18 @@ def dlib_runner() -> Callable[[str], int] | None:
 
 def cold_start(weights: str, photo: str, runs: int = 4) -> list[float]:
     """Wall seconds of fresh `tcdcn predict photo` processes sharing a new cache folder."""
-    env = dict(os.environ, XDG_CACHE_HOME=tempfile.mkdtemp(prefix="tcdcn_cold_"),
-               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-    for var in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"):
-        env.pop(var, None)
     seconds = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tcdcn_jax.photos.cli", "predict", photo,
-                        "--weights", weights], env=env, check=True, stdout=subprocess.DEVNULL)
-        seconds.append(time.perf_counter() - t)
+    with tempfile.TemporaryDirectory(prefix="tcdcn_cold_") as cache:
+        env = dict(os.environ, XDG_CACHE_HOME=cache, PYTHONPATH=os.pathsep.join(
+            filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+        for var in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"):
+            env.pop(var, None)
+        for _ in range(runs):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "tcdcn_jax.photos.cli", "predict", photo,
+                            "--weights", weights], env=env, check=True, stdout=subprocess.DEVNULL)
+            seconds.append(time.perf_counter() - t)
     return seconds
 
 
