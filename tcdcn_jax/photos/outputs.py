@@ -18,7 +18,8 @@ pixel coordinates are 0-based, (0, 0) being the centre of the top-left pixel.
   faces is one row with only image and error ("no face found" or what went wrong) filled in.
 - pts: per face, <out>/<stem>_<n>.pts (n = 1, 2, ... in the order of the faces), the iBUG 300-W
   format, whose coordinates are 1-based (1 is added to ours); <stem> is the image's name without its
-  extension (with its subfolders when found in a folder).
+  extension (with its subfolders when found in a folder; a later image of the same stem gets
+  <stem>-2). Overlays (--draw) are named the same way: <stem>.png.
 
 Only the standard library is imported at module level.
 """
@@ -96,7 +97,7 @@ class OutputNames:
         return os.path.join(self.folder, name)
 
 
-def _rounded(v: float | None) -> str:
+def _cell(v: float | None) -> str:
     return "" if v is None else repr(v)
 
 
@@ -151,7 +152,7 @@ class CsvWriter:
                 a = face["aux"].get(task)
                 aux += ["", ""] if a is None else [
                     a["label"] if a["name"] is None else a["name"], a["probs"][a["label"]]]
-            self._line([item.key, i, _rounded(face["score"]), *face["box"],
+            self._line([item.key, i, _cell(face["score"]), *face["box"],
                         *(v for xy in face["landmarks"] for v in xy),
                         *(v for xy in face["points5"] for v in xy), *aux, ""])
         self.stream.flush()
