@@ -121,15 +121,13 @@ def test_an_interrupt_keeps_every_line_already_written(tmp_path, workdir, subpro
 
 def test_a_crash_keeps_the_lines_written_and_exits_1(capsys, monkeypatch, tmp_path, workdir,
                                                     images):
-    from tcdcn_jax.photos import contract
-
-    real = contract.stream
+    real = Predictor.stream
 
     def crashing(*args, **kwargs):
         results = real(*args, **kwargs)
         yield next(results)
         raise RuntimeError("a bug")
-    monkeypatch.setattr(contract, "stream", crashing)
+    monkeypatch.setattr(Predictor, "stream", crashing)
     csv_file = _csv(tmp_path, [(images["good.png"], BOX), (images["blank.png"], BOX)])
     code, lines, _ = _run(capsys, "predict", "--weights", workdir, "--boxes", csv_file, "--out",
                           tmp_path / "out.jsonl")
