@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -203,6 +204,9 @@ def _check_numbers(args) -> None:
         value = getattr(args, name, None)
         if value is not None and not value >= low:
             raise InputError(f"--{name.replace('_', '-')} must be >= {low}, got {value:g}")
+    score = getattr(args, "min_score", None)
+    if score is not None and not math.isfinite(score):  # argparse's float() takes nan and inf
+        raise InputError(f"--min-score must be a finite number, got {score:g}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

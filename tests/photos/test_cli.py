@@ -157,6 +157,7 @@ def test_no_face_found_is_a_result_and_a_detected_face_has_a_score(capsys, workd
     (["--box", "0,0,1e6,1e6"], "over 10 times"),
     (["--box", BOX, "--batch-size", "0"], "--batch-size"),
     (["--refine", "-1"], "--refine"),
+    (["--min-score", "nan"], "--min-score must be a finite number"),
     (["--format", "xml"], "invalid choice"),
     (["--detector", "bogus"], "--detector bogus: unknown detector"),
 ])
