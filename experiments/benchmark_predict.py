@@ -5,11 +5,11 @@ Run:  python -m experiments.benchmark_predict [--weights M] [--photos_dir DIR] [
 Prints one JSON object:
 - ms_per_photo_640: one 640x480 photo with one face (the authors' example cropped to its main
   face, shrunk and padded),
-  warm: decode + detect (default detector) + landmarks, through the CLI's path (contract.stream).
+  warm: decode + detect (default detector) + landmarks, through the CLI's path (Predictor.stream).
 - stage_ms: the same photo stage by stage: decode, detect, crop, network, write (PredictedFace ->
   JSON line).
 - photos_per_s_folder: a folder of 640x480 photos (the dev photos, shrunk to fit and padded, and the
-  one above; several copies each) through `cli.predict_items` writing JSON Lines, predictor
+  one above; several copies each) through `cli_predict.predict_items` writing JSON Lines, predictor
   loaded and warm; photos_per_s_one_at_a_time: the same photos through Predictor.predict one by one
   (a folder should beat it: detection overlapping the batched network).
 - cold_start_first_s / cold_start_s: a fresh `python -m tcdcn_jax.photos.cli predict photo.jpg
@@ -92,34 +92,28 @@ def prepare(photos_dir: str, folder: str, copies: int) -> tuple[str, list[str], 
 
 
 def load(weights: str):
-    from tcdcn_jax.photos import contract
+    """The predictor `tcdcn predict --weights weights` runs, with its default options."""
+    from tcdcn_jax.photos import cli_predict
 
-    return contract.load_predictor(weights, {})
-
-
-def detect_boxes(predictor, detect, rgb):
-    """The detection stage alone: the contract's fallback detector today, the Predictor's own
-    boxes_for(rgb, None) once it detects (contract.py)."""
-    return detect(rgb)[0] if detect is not None else predictor.boxes_for(rgb, None)
+    return cli_predict.load_predictor(weights, {})
 
 
-def ours_one_photo(predictor, detect) -> Callable[[str], int]:
+def ours_one_photo(predictor) -> Callable[[str], int]:
     """photo -> faces found, through the CLI's stream (decode + detect + landmarks)."""
-    from tcdcn_jax.photos import contract
 
     def run(path: str) -> int:
-        ((_, faces),) = list(contract.stream(predictor, [(path, path, None)], detect))
+        ((_, faces),) = list(predictor.stream([(path, path, None)]))
         if isinstance(faces, BaseException):
             raise faces
         return len(faces)
     return run
 
 
-def stage_ms(predictor, detect, photo: str, repeats: int) -> dict[str, float]:
+def stage_ms(predictor, photo: str, repeats: int) -> dict[str, float]:
     from tcdcn_jax.images import load_image
 
     rgb = load_image(photo)
-    boxes = detect_boxes(predictor, detect, rgb)
+    boxes = predictor.detect(rgb)[0]
     crops = predictor.preprocess(rgb, boxes)
     out = predictor.run(crops)
 
@@ -127,25 +121,26 @@ def stage_ms(predictor, detect, photo: str, repeats: int) -> dict[str, float]:
         faces = predictor.decode(out, boxes)
         io.StringIO().write(json.dumps({"image": photo, "faces": [f.to_json() for f in faces]}))
     names = ("decode", "detect", "crop", "network", "write")
-    times = best_seconds(lambda: load_image(photo), lambda: detect_boxes(predictor, detect, rgb),
+    times = best_seconds(lambda: load_image(photo), lambda: predictor.detect(rgb),
                          lambda: predictor.preprocess(rgb, boxes), lambda: predictor.run(crops),
                          write, repeats=repeats)
     return {n: round(1e3 * t, 2) for n, t in zip(names, times)}
 
 
-def folder_seconds(predictor, detect, photos: list[str], repeats: int) -> tuple[float, float]:
-    """(best seconds for the folder through cli.predict_items, the same one photo at a time)."""
-    from tcdcn_jax.photos import cli, inputs, outputs
+def folder_seconds(predictor, photos: list[str], repeats: int) -> tuple[float, float]:
+    """(best seconds for the folder through cli_predict.predict_items, the same one photo at a
+    time)."""
+    from tcdcn_jax.photos import cli_predict, inputs, outputs
 
     folder = os.path.dirname(photos[0])
 
     def cli_path():
         items = inputs.find_images([folder], False, print)
         with open(os.devnull, "w") as sink:
-            errors = cli.predict_items(predictor, detect, items, outputs.JsonlWriter(sink, {}))
+            errors = cli_predict.predict_items(predictor, items, outputs.JsonlWriter(sink, {}))
         assert errors == 0, errors
 
-    one = ours_one_photo(predictor, detect)
+    one = ours_one_photo(predictor)
     best = [float("inf")] * 2
     for _ in range(repeats):
         for i, fn in enumerate((cli_path, lambda: [one(p) for p in photos])):
@@ -208,8 +203,8 @@ def peak_rss_mb() -> float:
 
 def big_worker(weights: str, photo: str, warm_photo: str) -> None:
     """In a subprocess: warm up on a small photo, then time the big one; prints JSON."""
-    predictor, detect = load(weights)
-    one = ours_one_photo(predictor, detect)
+    predictor = load(weights)
+    one = ours_one_photo(predictor)
     one(warm_photo)
     baseline_mb = peak_rss_mb()
     t = time.perf_counter()
@@ -243,21 +238,19 @@ def main(argv=None) -> dict[str, Any]:
         big_worker(args.weights, args.big_worker, args.warm_photo)
         return {}
 
-    from tcdcn_jax.photos import contract
-
     result: dict[str, Any] = {"load_average_before": os.getloadavg(),
                               "cpu_count": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="tcdcn_bench_") as folder:
         one, photos, big = prepare(args.photos_dir, folder, args.copies)
-        predictor, detect = load(args.weights)
-        result["detector"] = contract.detector_name(predictor, detect)
-        ours, theirs = ours_one_photo(predictor, detect), dlib_runner()
+        predictor = load(args.weights)
+        result["detector"] = predictor.detector_name
+        ours, theirs = ours_one_photo(predictor), dlib_runner()
         result["faces_one_photo"] = ours(one)
         runners = [lambda: ours(one)] + ([lambda: theirs(one)] if theirs else [])
         times = best_seconds(*runners, repeats=args.repeats)
         result["ms_per_photo_640"] = round(1e3 * times[0], 2)
-        result["stage_ms"] = stage_ms(predictor, detect, one, args.repeats)
-        folder_s, one_by_one_s = folder_seconds(predictor, detect, photos, args.repeats)
+        result["stage_ms"] = stage_ms(predictor, one, args.repeats)
+        folder_s, one_by_one_s = folder_seconds(predictor, photos, args.repeats)
         result["photos_in_folder"] = len(photos)
         result["faces_in_folder"] = sum(ours(p) for p in photos)
         result["photos_per_s_folder"] = round(len(photos) / folder_s, 2)

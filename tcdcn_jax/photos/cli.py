@@ -19,26 +19,27 @@ traceback); 130 an interrupt (every line written before it is kept).
 Compiled programs are kept in JAX's persistent compilation cache ($XDG_CACHE_HOME/tcdcn_jax/jax,
 by default ~/.cache/tcdcn_jax/jax; JAX_COMPILATION_CACHE_DIR overrides), so only the first run
 compiles. Heavy modules are imported when a command needs them: `--help` and `--version` load none.
+The predict command itself (every Predictor option passed through): photos/cli_predict.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import os
 import re
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
-from tcdcn_jax.photos import contract
-from tcdcn_jax.photos.contract import one_line as _one_line
-from tcdcn_jax.photos.inputs import STDIN, InputError, Item, parse_box
+from tcdcn_jax.photos.cli_predict import (WEIGHTS_ENV, cmd_predict, enable_compilation_cache,
+                                          load_predictor)
+from tcdcn_jax.photos.inputs import EXIT_INPUT, STDIN, InputError, one_line, parse_box
 
 __all__ = ["main", "parse_box", "InputError"]
 
 EXIT_INTERNAL = 1
-EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
-WEIGHTS_ENV = "TCDCN_WEIGHTS"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,232 +68,6 @@ class _Version(argparse.Action):
         sys.stdout.write(f"tcdcn {__version__} (jax {version('jax')}, jaxlib {version('jaxlib')}, "
                          f"Python {platform.python_version()})\n")
         parser.exit()
-
-
-class _Reporter:
-    """Error lines, notes and the progress bar (tqdm) on stderr, not overwriting each other."""
-
-    def __init__(self, progress: bool, quiet: bool):
-        self.quiet = quiet
-        self.errors = 0
-        self.bar = None
-        self._said: set[str] = set()
-        self._progress = progress
-
-    def start(self, total: int) -> None:
-        if self._progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="image", file=sys.stderr, dynamic_ncols=True)
-
-    def _write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
-
-    def error(self, message: str) -> None:
-        self.errors += 1
-        self._write(f"tcdcn: error: {_one_line(message)}")
-
-    def note(self, message: str, once: bool = False) -> None:
-        if self.quiet or (once and message in self._said):
-            return
-        self._said.add(message)
-        self._write(f"tcdcn: note: {_one_line(message)}")
-
-    def step(self, faces: int) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(faces=faces, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def enable_compilation_cache() -> str | None:
-    """Points JAX's persistent compilation cache at the user's cache folder (unless
-    JAX_COMPILATION_CACHE_DIR chooses one), caching every program: the predictor's compile in
-    well under JAX's default 1 s threshold, yet cost most of a cold start. Returns the folder."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return None  # JAX reads it (and its own thresholds) itself
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(root, "tcdcn_jax", "jax")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError:
-        return None  # a read-only home: run without the cache
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return path
-
-
-# -- predict --
-
-def _check_outputs(args) -> str:
-    """The output format; InputError for output paths that cannot be written (before any work)."""
-    from tcdcn_jax.photos import outputs
-
-    out = None if args.out in (None, "-") else args.out
-    fmt = args.format or ("csv" if out and out.lower().endswith(".csv") else "jsonl")
-    if fmt == "pts":
-        if out is None:
-            raise InputError("--format pts writes one file per face: give --out FOLDER")
-        outputs.check_folder_target(out, "--out")
-    elif out is not None:
-        outputs.check_file_target(out, "--out")
-    if args.draw:
-        outputs.check_folder_target(args.draw, "--draw")
-    return fmt
-
-
-def _gather(args, reporter: _Reporter) -> tuple[list[Item], Any, list | None]:
-    """(items, box table or None, --box boxes or None); usage errors raise InputError."""
-    from tcdcn_jax.photos import inputs
-
-    boxes = [parse_box(b) for b in args.box] if args.box else None
-    table = inputs.read_box_csv(args.boxes) if args.boxes else None
-    if boxes and table:
-        raise InputError("give --box or --boxes, not both")
-    if not args.images and table is None:
-        raise InputError("name an image, a folder or - (stdin), or give --boxes boxes.csv")
-    items = (inputs.find_images(args.images, args.recursive, reporter.error) if args.images
-             else inputs.items_from_csv(table))
-    if boxes and len(items) > 1:
-        raise InputError(f"--box applies to one image, got {len(items)}: give per-image boxes "
-                         "with --boxes boxes.csv (path,left,top,width,height)")
-    if any(it.path is None for it in items) and (sys.stdin is None or sys.stdin.isatty()):
-        inputs.read_stdin()  # says why, before any work
-    return items, table, boxes
-
-
-def _check_detector(name: str) -> None:
-    """InputError for a detector that is unknown or not installed (before loading weights)."""
-    from tcdcn_jax.photos import detectors
-
-    try:
-        resolved = detectors.resolve(name)
-    except (ValueError, ImportError) as err:
-        raise InputError(f"--detector {name}: {_one_line(err)}") from None
-    if resolved not in detectors.available():
-        raise InputError(f"--detector {name} is not installed (installed: "
-                         f"{', '.join(detectors.available()) or 'none'})")
-
-
-class _Work:
-    """(key, image, boxes or None) per item for the stream, stdin read when its turn comes (and kept
-    for its overlay); boxes from --box, else the CSV's, else None (the detector's)."""
-
-    def __init__(self, items: list[Item], table, boxes, reporter: _Reporter):
-        from tcdcn_jax.photos import inputs
-
-        self.items = items
-        self.boxes_of = [boxes] * len(items)
-        if table is not None:
-            self.boxes_of = [table.boxes.get(STDIN if it.path is None else inputs.file_id(it.path))
-                             for it in items]
-            if any(b is None for b in self.boxes_of):
-                reporter.note(f"images not listed in {table.source} go through the face detector")
-        self.stdin_bytes: bytes | None = None
-
-    def image(self, item: Item):
-        if item.path is not None:
-            return item.path
-        if self.stdin_bytes is None:
-            from tcdcn_jax.photos import inputs
-
-            self.stdin_bytes = inputs.read_stdin()
-        return self.stdin_bytes
-
-    def __iter__(self):
-        for item, boxes in zip(self.items, self.boxes_of):
-            yield item.key, self.image(item), boxes
-
-
-def cmd_predict(args) -> int:
-    fmt = _check_outputs(args)
-    weights = args.weights or os.environ.get(WEIGHTS_ENV)
-    if not weights:
-        raise InputError(f"no weights: pass --weights (a workdir, the authors' model.mat or an "
-                         f"exported model) or set {WEIGHTS_ENV}")
-    reporter = _Reporter(args.progress or (sys.stderr.isatty() and not args.quiet), args.quiet)
-    items, table, boxes = _gather(args, reporter)
-    if not items:
-        return EXIT_INPUT
-    if args.detector is not None:
-        _check_detector(args.detector)
-    enable_compilation_cache()
-    try:
-        predictor, detect = contract.load_predictor(
-            weights, {k: getattr(args, k) for k in contract.PREDICTOR_OPTIONS}, reporter.note)
-    except InputError as err:
-        raise InputError(f"{err} (from ${WEIGHTS_ENV})" if not args.weights else err) from None
-    note = contract.box_note(predictor)
-    if note and (boxes or table is not None):
-        reporter.note(note)
-    out = None if args.out in (None, "-") else args.out
-    for folder in (args.draw, out if fmt == "pts" else None):
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-    stream = sys.stdout if out is None or fmt == "pts" else open(out, "w", encoding="utf-8")
-    try:
-        run_info = {"weights": weights, "detector": contract.detector_name(predictor, detect)}
-        writer = _writer(fmt, stream, out, predictor, run_info)
-        predict_items(predictor, detect, items, writer, table=table, boxes=boxes, draw=args.draw,
-                      reporter=reporter)
-    finally:
-        reporter.close()
-        if stream is not sys.stdout:
-            stream.close()
-    return EXIT_INPUT if reporter.errors else 0
-
-
-def _writer(fmt: str, stream, out: str | None, predictor, run_info: dict[str, Any]):
-    from tcdcn_jax.photos import outputs
-
-    if fmt == "jsonl":
-        return outputs.JsonlWriter(stream, run_info)
-    if fmt == "csv":
-        return outputs.CsvWriter(stream, predictor.num_landmarks,
-                                 tuple(getattr(predictor, "aux_tasks", ())))
-    return outputs.PtsWriter(out)
-
-
-def predict_items(predictor, detect, items: list[Item], writer, table=None, boxes=None,
-                  draw: str | None = None, reporter: _Reporter | None = None) -> int:
-    """`tcdcn predict`'s loop: each image's result written as it comes (and its overlay drawn into
-    `draw`), errors and 'no face' said on stderr; returns the number of errors. Boxes from `boxes`
-    (for every item), else the box `table`'s, else the detector's (`detect`: contract.py)."""
-    from tcdcn_jax.images import load_image
-    from tcdcn_jax.photos import outputs
-
-    reporter = reporter or _Reporter(progress=False, quiet=True)
-    work = _Work(items, table, boxes, reporter)
-    results = contract.stream(predictor, work, detect)
-    overlays = outputs.OutputNames(draw) if draw else None
-    reporter.start(len(work.items))
-    faces_total = 0
-    for item, given, (key, result) in zip(work.items, work.boxes_of, results):
-        extra: dict[str, Any] = {} if given is None else {"detector": None}
-        if isinstance(result, BaseException):
-            message = contract.named(key, result)
-            reporter.error(message)
-            writer.write(item, None, error=message, extra=extra)
-        else:
-            if not result:
-                reporter.note(f"{key}: {outputs.NO_FACE}")
-            if overlays is not None:
-                rgb = load_image(work.image(item), name=key)
-                extra["drawn"] = outputs.save_overlay(rgb, result,
-                                                      overlays.take(item.stem) + ".png")
-            writer.write(item, result, extra=extra)
-            faces_total += len(result)
-        reporter.step(faces_total)
-    return reporter.errors
 
 
 def cmd_import_official(args) -> int:
@@ -324,14 +99,10 @@ def cmd_export(args) -> int:
         except ValueError as err:
             raise InputError(f"--platforms: {err}") from None
     outputs.check_file_target(args.out, "--out")  # before loading weights and tracing (seconds)
-    if fmt == "onnx":
-        try:
-            import onnx  # noqa: F401
-        except ImportError:
-            raise InputError("--format onnx needs the onnx package: "
-                             "pip install 'tcdcn_jax[onnx]'") from None
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise InputError("--format onnx needs the onnx package: pip install 'tcdcn_jax[onnx]'")
     enable_compilation_cache()
-    predictor, _ = contract.load_predictor(args.weights, {}, detection=False)
+    predictor = load_predictor(args.weights, {})
     meta = export.export_model(predictor, args.out, platforms=platforms, format=fmt)
     print(json.dumps({"out": args.out, **meta}))
     return 0
@@ -366,18 +137,21 @@ def _add_predict(sub) -> None:
                                                     "(created if its parent exists)")
     p.add_argument("-r", "--recursive", action="store_true", help="look into subfolders too")
     p.add_argument("--detector", metavar="NAME",
-                   help="auto (default: the best installed), libfacedetection, mtcnn, dlib or haar")
+                   help="auto (default: the first installed of libfacedetection, mtcnn, dlib, "
+                        "haar) or one of those")
     p.add_argument("--min-score", type=float, metavar="S",
                    help="drop detections scoring below S (the detector's own scale)")
     p.add_argument("--min-face", type=float, metavar="PX", help="drop faces narrower than PX")
     p.add_argument("--max-side", type=int, metavar="PX",
                    help="detect on a copy whose longer side is at most PX (default 640)")
     p.add_argument("--refine", type=int, metavar="N",
-                   help="re-crop from the predicted points N times (default: per detector)")
+                   help="re-crop from the predicted points N times (default: 2 from given "
+                        "boxes and Haar's, 0 from the other detectors)")
     p.add_argument("--averaged", action="store_true",
                    help="TCDCN-Averaged: average over shifted crops (slower, steadier)")
     p.add_argument("--backend", choices=("jax", "onnxruntime", "openvino"),
-                   help="runtime of the network (default jax)")
+                   help="runtime of the network (default: jax, or onnxruntime for an ONNX "
+                        "file)")
     p.add_argument("--batch-size", type=int, metavar="N", help="faces per network call")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true",
@@ -430,6 +204,9 @@ def _check_numbers(args) -> None:
         value = getattr(args, name, None)
         if value is not None and not value >= low:
             raise InputError(f"--{name.replace('_', '-')} must be >= {low}, got {value:g}")
+    score = getattr(args, "min_score", None)
+    if score is not None and not math.isfinite(score):  # argparse's float() takes nan and inf
+        raise InputError(f"--min-score must be a finite number, got {score:g}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -448,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_numbers(args)
         return args.func(args)
     except InputError as err:
-        sys.stderr.write(f"tcdcn: error: {_one_line(err)}\n")
+        sys.stderr.write(f"tcdcn: error: {one_line(err)}\n")
         return EXIT_INPUT
     except KeyboardInterrupt:
         sys.stderr.write("tcdcn: interrupted\n")
@@ -460,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # one line, not a traceback, unless asked
         if os.environ.get("TCDCN_DEBUG"):
             raise
-        sys.stderr.write(f"tcdcn: internal error: {type(err).__name__}: {_one_line(err)}\n")
+        sys.stderr.write(f"tcdcn: internal error: {type(err).__name__}: {one_line(err)}\n")
         return EXIT_INTERNAL
 
 

@@ -30,8 +30,16 @@ BOX_CSV_HEADER = ("path", "left", "top", "width", "height")
 Box = tuple[float, float, float, float]
 
 
+EXIT_INPUT = 2  # the exit status of a run with bad input or usage (InputError, a bad image)
+
+
 class InputError(Exception):
-    """Bad input or usage: reported as one line, exit status 2."""
+    """Bad input or usage: reported as one line, exit status EXIT_INPUT."""
+
+
+def one_line(err: BaseException | str) -> str:
+    """An error's message on one line (newlines and runs of spaces joined): what stderr shows."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The `tcdcn` command: results streamed one JSON line per image (kept after an interrupt), every
 input or usage error one line naming the file with exit status 2 (output paths checked before any
 work), phone photos and 16-bit images, stdin, folders (recursive, content sniffing), per-image box
-CSVs, negative boxes, the three formats, --version without heavy imports, and the authors' model
-reproduced through import-official + predict."""
+CSVs, negative boxes, the three formats, --version without heavy imports, every Predictor option
+passed through (--refine, --averaged and --detector change the result as the Predictor's own do),
+and the authors' model reproduced through import-official + predict."""
 
 from __future__ import annotations
 
@@ -121,15 +122,13 @@ def test_an_interrupt_keeps_every_line_already_written(tmp_path, workdir, subpro
 
 def test_a_crash_keeps_the_lines_written_and_exits_1(capsys, monkeypatch, tmp_path, workdir,
                                                     images):
-    from tcdcn_jax.photos import contract
-
-    real = contract.stream
+    real = Predictor.stream
 
     def crashing(*args, **kwargs):
         results = real(*args, **kwargs)
         yield next(results)
         raise RuntimeError("a bug")
-    monkeypatch.setattr(contract, "stream", crashing)
+    monkeypatch.setattr(Predictor, "stream", crashing)
     csv_file = _csv(tmp_path, [(images["good.png"], BOX), (images["blank.png"], BOX)])
     code, lines, _ = _run(capsys, "predict", "--weights", workdir, "--boxes", csv_file, "--out",
                           tmp_path / "out.jsonl")
@@ -158,6 +157,7 @@ def test_no_face_found_is_a_result_and_a_detected_face_has_a_score(capsys, workd
     (["--box", "0,0,1e6,1e6"], "over 10 times"),
     (["--box", BOX, "--batch-size", "0"], "--batch-size"),
     (["--refine", "-1"], "--refine"),
+    (["--min-score", "nan"], "--min-score must be a finite number"),
     (["--format", "xml"], "invalid choice"),
     (["--detector", "bogus"], "--detector bogus: unknown detector"),
 ])
@@ -388,7 +388,7 @@ def test_import_official_then_predict_reproduces_the_authors_output(capsys, tmp_
     (record,) = _records(out)
     lm = np.array(record["faces"][0]["landmarks"])
     assert lm.shape == (68, 2)
-    assert np.linalg.norm(lm - points, axis=1).mean() < 2.5
+    assert np.linalg.norm(lm - points, axis=1).mean() < 1.1  # the conformance bound
     eyes = np.array(record["faces"][0]["points5"][:2])
     np.testing.assert_allclose(eyes, [lm[36:42].mean(0), lm[42:48].mean(0)], atol=2e-3)
     drawn = Image.open(record["drawn"])
@@ -396,6 +396,67 @@ def test_import_official_then_predict_reproduces_the_authors_output(capsys, tmp_
     # Red landmark dots were drawn where the points are.
     x, y = np.round(lm[30]).astype(int)
     assert drawn.convert("RGB").getpixel((int(x), int(y))) == (255, 0, 0)
+
+
+def test_every_predictor_option_reaches_the_predictor(capsys, monkeypatch, workdir, images):
+    seen = []
+    real = Predictor.from_path.__func__
+
+    def spy(cls, path, **options):
+        seen.append(options)
+        return real(cls, path, **options)
+    monkeypatch.setattr(Predictor, "from_path", classmethod(spy))
+    code, lines, out = _run(capsys, "predict", images["face.jpg"], "--weights", workdir,
+                            "--detector", "haar", "--min-score", "2.5", "--min-face", "30",
+                            "--max-side", "320", "--refine", "1", "--averaged", "--backend", "jax",
+                            "--batch-size", "8")
+    assert code == 0, lines
+    assert seen == [{"detector": "haar", "min_score": 2.5, "min_face": 30.0, "max_side": 320,
+                     "refine": 1, "averaged": True, "backend": "jax", "batch_size": 8}]
+    assert _records(out)[0]["detector"] == "haar"
+    code, _, _ = _run(capsys, "predict", images["face.jpg"], "--weights", workdir)
+    assert code == 0 and seen[1] == {}  # absent options: the Predictor's defaults
+
+
+def _authors_points(capsys, *argv) -> np.ndarray:
+    """The 68 points `tcdcn predict` gives on the authors' example in their box, with argv."""
+    image, box, _ = official_example()
+    code, lines, out = _run(capsys, "predict", image, "--weights", official_dir() / "model.mat",
+                            "--box", ",".join(str(v) for v in box), *argv)
+    assert code == 0, lines
+    (record,) = _records(out)
+    return np.array(record["faces"][0]["landmarks"])
+
+
+def test_refine_and_averaged_change_what_the_cli_predicts(capsys):
+    image, box, points = official_example()
+    once, default = _authors_points(capsys, "--refine", "0"), _authors_points(capsys)
+    # The authors' tool reads their box once: --refine 0 reproduces it, the default re-crops.
+    assert np.linalg.norm(once - points, axis=1).mean() < 1.1
+    assert np.linalg.norm(default - once, axis=1).mean() > 0.5
+    averaged = _authors_points(capsys, "--refine", "0", "--averaged")
+    want = Predictor.from_path(official_dir() / "model.mat", refine=0, averaged=True).predict(
+        str(image), [box])[0].landmarks
+    np.testing.assert_allclose(averaged, want, atol=1e-3)
+    assert np.linalg.norm(averaged - once, axis=1).mean() > 0.1
+
+
+def test_the_detector_option_chooses_the_detector(capsys, workdir, images):
+    boxes = {}
+    for name in ("haar", "mtcnn"):
+        code, lines, out = _run(capsys, "predict", images["face.jpg"], "--weights", workdir,
+                                "--detector", name, "--refine", "0")
+        assert code == 0, lines
+        (record,) = _records(out)
+        assert record["detector"] == name
+        boxes[name] = [face["box"] for face in record["faces"]]
+        want = Predictor.from_path(workdir, detector=name, refine=0).predict(
+            str(images["face.jpg"]))
+        np.testing.assert_allclose(boxes[name], [face.box for face in want], atol=1e-2)
+    assert boxes["haar"] != boxes["mtcnn"]  # each detector's own box, mapped to the model's
+    code, lines, out = _run(capsys, "predict", images["face.jpg"], "--weights", workdir,
+                            "--min-face", "5000")
+    assert code == 0 and _records(out)[0]["faces"] == []  # no face is 5000 px wide
 
 
 def test_import_official_and_export_refuse_bad_paths(capsys, tmp_path):
