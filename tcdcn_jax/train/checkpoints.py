@@ -138,9 +138,10 @@ def _set_aside(step_dir: str, name: str) -> str:
     return target
 
 
-def _good_steps(mngr: ocp.CheckpointManager, set_aside: bool) -> Iterator[tuple[int, str]]:
-    """(step, step folder) of each step that verifies, newest first; one warning per bad step,
-    which `set_aside` moves away (in process 0 only: the others skip it)."""
+def _good_steps(mngr: ocp.CheckpointManager, set_aside: bool,
+                warn: bool = True) -> Iterator[tuple[int, str]]:
+    """(step, step folder) of each step that verifies, newest first; one warning per bad step
+    (unless not `warn`), which `set_aside` moves away (in process 0 only: the others skip it)."""
     mngr.reload()  # the folders on disk, not the manager's memory of them
     for step in sorted(mngr.all_steps(), reverse=True):
         step_dir = _step_dir(mngr, step)
@@ -152,7 +153,7 @@ def _good_steps(mngr: ocp.CheckpointManager, set_aside: bool) -> Iterator[tuple[
             mngr.reload()  # max_to_keep and latest_step() must not count it any more
             logging.warning("checkpoint %s is bad (%s): set aside as %s; trying the one before",
                             step_dir, bad[1], target)
-        else:
+        elif warn:
             logging.warning("checkpoint %s is bad (%s): skipped", step_dir, bad[1])
 
 
@@ -190,7 +191,8 @@ def restore_latest(mngr: ocp.CheckpointManager, state: TrainState) -> TrainState
 
     Bad ones are set aside on the way. A good one that does not fit `state` raises: its files are
     the ones that were saved, so the run, not the checkpoint, differs (a changed model)."""
-    had_steps = bool(mngr.all_steps(read=True))
+    mngr.reload()
+    had_steps = bool(mngr.all_steps())
     for step, step_dir in _good_steps(mngr, set_aside=True):
         target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _as_tree(state))
         try:
@@ -207,8 +209,9 @@ def restore_latest(mngr: ocp.CheckpointManager, state: TrainState) -> TrainState
 
 
 def latest_step_path(mngr: ocp.CheckpointManager) -> str | None:
-    """The folder of the newest good checkpoint (the one a re-run resumes from), or None."""
-    return next((d for _, d in _good_steps(mngr, set_aside=False)), None)
+    """The folder of the newest good checkpoint (the one a re-run resumes from), or None; quiet, as
+    the re-run names the bad ones it sets aside."""
+    return next((d for _, d in _good_steps(mngr, set_aside=False, warn=False)), None)
 
 
 def _load(workdir: str) -> tuple[int, str, dict[str, Any]]:
@@ -238,10 +241,11 @@ def load_model(workdir: str):
 
 def checkpoint_config(workdir: str) -> ml_collections.ConfigDict | None:
     """The config saved with a workdir's newest good checkpoint, or None when no good checkpoint
-    holds one (no checkpoint yet: a run that failed before its first save leaves nothing here)."""
+    holds one (no checkpoint yet: a run that failed before its first save leaves nothing here).
+    Quiet: the run that resumes names the bad checkpoints it skips when it sets them aside."""
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         return None  # manager() would create the folder
-    for _, step_dir in _good_steps(manager(workdir), set_aside=False):
+    for _, step_dir in _good_steps(manager(workdir), set_aside=False, warn=False):
         path = os.path.join(step_dir, CONFIG_FILE)
         return _read_json_config(path) if os.path.exists(path) else None
     return None
