@@ -93,8 +93,8 @@ def finished_summary(config, workdir: str, allow_config_change: bool = False) ->
     train. A workdir holding another config's run raises ConfigMismatchError; when the change is
     allowed, it trains again (resuming its checkpoint) under the new config instead.
 
-    A summary is only kept when the config it came from is known: the newest good checkpoint's,
-    else (its checkpoints gone) the workdir's config.json."""
+    The run's config is the newest good checkpoint's, else (its checkpoints gone) the workdir's
+    config.json; a summary.json with neither beside it is taken as it is."""
     path = os.path.join(workdir, "summary.json")
     old, where = checkpoints.checkpoint_config(workdir), "its newest checkpoint"
     if old is None and os.path.exists(path) and os.path.exists(
@@ -107,7 +107,7 @@ def finished_summary(config, workdir: str, allow_config_change: bool = False) ->
             if allow_config_change:
                 return None
             raise
-    if old is None or not os.path.exists(path):
+    if not os.path.exists(path):
         return None
     with open(path) as f:
         return json.load(f)

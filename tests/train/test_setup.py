@@ -85,13 +85,14 @@ def test_finished_summary_keeps_a_finished_run_of_the_same_config_only(tmp_path)
         setup.finished_summary(other, str(tmp_path))
     # Allowed: the run trains on (from its checkpoint) under the new config.
     assert setup.finished_summary(other, str(tmp_path), allow_config_change=True) is None
-    # Its checkpoints gone, the summary is still known by the workdir's config.json, else not kept.
+    # Its checkpoints gone, the workdir's config.json tells whose summary it is; with neither, it
+    # is taken as it is.
     shutil.rmtree(tmp_path / "checkpoints")
     assert setup.finished_summary(config, str(tmp_path)) == {"steps": 8}
     with pytest.raises(setup.ConfigMismatchError, match=r"num_steps: 8 -> 9; from config.json"):
         setup.finished_summary(other, str(tmp_path))
     (tmp_path / "config.json").unlink()
-    assert setup.finished_summary(other, str(tmp_path)) is None
+    assert setup.finished_summary(other, str(tmp_path)) == {"steps": 8}
 
 
 def test_quiet_library_logs_drops_orbax_info_only_and_is_added_once():
