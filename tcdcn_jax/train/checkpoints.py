@@ -12,7 +12,7 @@ inside the step folder so that they move, and are deleted by max_to_keep, with t
 describe. A step is good when its commit marker is there and every file matches the digest (so a
 flipped bit, a cut file, a half-written folder or a save killed before its digest are all caught
 without unpickling anything). Readers use the newest good step; `restore_latest`, which runs in the
-process that owns the workdir, also moves each bad one to checkpoints_set_aside/ (never deleting it).
+process that owns the workdir, also moves each bad one to checkpoints_set_aside/ (never deleted).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ CONFIG_FILE = "config.json"
 DIGEST_FILE = "digest.json"
 SET_ASIDE_DIR = "checkpoints_set_aside"
 # The file orbax writes into a step folder just before it renames the folder to its final name; on a
-# local disk orbax itself trusts the name alone, so a folder copied or renamed by hand passes its test.
+# local disk orbax itself trusts the name alone, so a folder copied or renamed by hand passes there.
 COMMIT_MARKER = "commit_success.txt"
 _FIELDS = ("step", "params", "opt_state", "task_stop", "rng")
 
@@ -99,7 +99,7 @@ def seal(step_dir: str, config: ml_collections.ConfigDict | None) -> None:
     _write_atomic(os.path.join(step_dir, DIGEST_FILE), json.dumps({"sha256": digest}, indent=1))
 
 
-def problem(step_dir: str) -> tuple[str, str] | None:
+def why_bad(step_dir: str) -> tuple[str, str] | None:
     """(short name, reason) why a step folder cannot be trusted, or None when it verifies."""
     if not os.path.exists(os.path.join(step_dir, COMMIT_MARKER)):
         return "no-commit-marker", f"no {COMMIT_MARKER}: a save that never finished"
@@ -109,8 +109,8 @@ def problem(step_dir: str) -> tuple[str, str] | None:
         with open(os.path.join(step_dir, DIGEST_FILE)) as f:
             digest = json.load(f)["sha256"]
     except FileNotFoundError:
-        return "no-digest", (f"no {DIGEST_FILE}: a save killed before it was verified, or a "
-                             "checkpoint not written by tcdcn_jax")
+        return "no-digest", (f"no {DIGEST_FILE}: a save killed before its digest (or still "
+                             "writing it), or a checkpoint not written by tcdcn_jax")
     except (ValueError, KeyError, TypeError):
         return "bad-digest", f"{DIGEST_FILE} is unreadable"
     files = _files(step_dir)
@@ -126,8 +126,9 @@ def problem(step_dir: str) -> tuple[str, str] | None:
 
 
 def _set_aside(step_dir: str, name: str) -> str:
-    """Moves a bad step folder out of orbax's sight, to <workdir>/checkpoints_set_aside/<step>.<name>
-    (never deleted: it is evidence, and may hold what a person wants back)."""
+    """Moves a bad step folder out of orbax's sight, to
+    <workdir>/checkpoints_set_aside/<step>.<name> (never deleted: it is evidence, and may hold what a
+    person wants back)."""
     aside = os.path.join(os.path.dirname(os.path.dirname(step_dir)), SET_ASIDE_DIR)
     os.makedirs(aside, exist_ok=True)
     base = os.path.join(aside, f"{os.path.basename(step_dir)}.{name}")
@@ -145,7 +146,7 @@ def _good_steps(mngr: ocp.CheckpointManager, set_aside: bool,
     mngr.reload()  # the folders on disk, not the manager's memory of them
     for step in sorted(mngr.all_steps(), reverse=True):
         step_dir = _step_dir(mngr, step)
-        bad = problem(step_dir)
+        bad = why_bad(step_dir)
         if bad is None:
             yield step, step_dir
         elif set_aside and jax.process_index() == 0:
@@ -168,7 +169,8 @@ def _save(mngr: ocp.CheckpointManager, step: int, tree: dict[str, Any],
 
 def save(mngr: ocp.CheckpointManager, state: TrainState,
          config: ml_collections.ConfigDict | None = None) -> None:
-    """Saves the train state at its step, with the run's config, and verifies it (see the top)."""
+    """Saves the train state at its step, then seals the step folder with the run's config and the
+    digest its readers check (see the top)."""
     _save(mngr, int(jax.device_get(state.step)), _as_tree(state), config)
 
 
@@ -187,7 +189,7 @@ def write_weights(workdir: str, params: dict[str, Any], config: ml_collections.C
 
 
 def restore_latest(mngr: ocp.CheckpointManager, state: TrainState) -> TrainState | None:
-    """The newest good checkpoint restored into the structure of `state`, or None when there is none.
+    """The newest good checkpoint restored into the structure of `state`, or None without one.
 
     Bad ones are set aside on the way. A good one that does not fit `state` raises: its files are
     the ones that were saved, so the run, not the checkpoint, differs (a changed model)."""

@@ -1,7 +1,7 @@
 """A workdir's weights in and out: a weights-only workdir, a checkpoint without digest, the config
 saved with a checkpoint, loading errors, and load_pretrained's merge (dont_load and its errors).
-Train-state save/resume is tested where it runs: tests/train/test_loop.py and test_restart.py; damaged
-checkpoints in tests/train/test_checkpoint_faults.py."""
+Train-state save/resume is tested where it runs: tests/train/test_loop.py and test_restart.py;
+damaged checkpoints in tests/train/test_checkpoint_faults.py."""
 
 import numpy as np
 import orbax.checkpoint as ocp
