@@ -127,8 +127,8 @@ def why_bad(step_dir: str) -> tuple[str, str] | None:
 
 def _set_aside(step_dir: str, name: str) -> str:
     """Moves a bad step folder out of orbax's sight, to
-    <workdir>/checkpoints_set_aside/<step>.<name> (never deleted: it is evidence, and may hold what a
-    person wants back)."""
+    <workdir>/checkpoints_set_aside/<step>.<name> (never deleted: it is evidence, and may hold
+    what a person wants back)."""
     aside = os.path.join(os.path.dirname(os.path.dirname(step_dir)), SET_ASIDE_DIR)
     os.makedirs(aside, exist_ok=True)
     base = os.path.join(aside, f"{os.path.basename(step_dir)}.{name}")
