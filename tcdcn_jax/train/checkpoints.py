@@ -217,17 +217,23 @@ def latest_step_path(mngr: ocp.CheckpointManager) -> str | None:
 
 
 def _load(workdir: str) -> tuple[int, str, dict[str, Any]]:
-    """(step, step folder, params) of a workdir's newest good checkpoint."""
+    """(step, step folder, params) of a workdir's newest good checkpoint. FileNotFoundError without
+    any checkpoint; ValueError when none verifies (each bad one was named in a warning)."""
     mngr = manager(workdir)
     for step, step_dir in _good_steps(mngr, set_aside=False):
         tree = mngr.restore(step, args=ocp.args.StandardRestore())
         return step, step_dir, jax.tree_util.tree_map(np.asarray, tree["params"])
-    raise FileNotFoundError(f"no verified checkpoint under {os.path.join(workdir, 'checkpoints')}: "
-                            f"is {workdir!r} a tcdcn_jax workdir?")
+    directory = os.path.join(workdir, "checkpoints")
+    if mngr.all_steps():
+        newest = _step_dir(mngr, max(mngr.all_steps()))
+        raise ValueError(f"no checkpoint under {directory} verifies (the newest, {newest}: "
+                         f"{why_bad(newest)[1]})")
+    raise FileNotFoundError(f"no checkpoint under {directory}: is {workdir!r} a tcdcn_jax workdir?")
 
 
 def load_params(workdir: str) -> tuple[int, dict[str, Any]]:
-    """(step, params) of the newest good checkpoint in a workdir, read without knowing the model."""
+    """(step, params) of the newest good checkpoint in a workdir, read without knowing the model
+    (errors: see _load)."""
     step, _, params = _load(workdir)
     return step, params
 

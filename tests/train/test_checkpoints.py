@@ -55,7 +55,8 @@ def test_a_checkpoint_without_digest_is_refused_and_one_sealed_in_any_layout_loa
                                              "rng": np.zeros(2, np.uint32)}))
     mngr.wait_until_finished()
     (tmp_path / "config.json").write_text(_config().to_json())
-    with pytest.raises(FileNotFoundError, match="no verified checkpoint under"):
+    with pytest.raises(ValueError, match=r"no checkpoint under .* verifies \(the newest, "
+                                         r".*checkpoints/3: no digest.json"):
         checkpoints.load_model(str(tmp_path))
     assert "checkpoints/3 is bad (no digest.json" in caplog.text
     assert (tmp_path / "checkpoints" / "3").is_dir(), "a reader never moves a checkpoint"
@@ -81,7 +82,7 @@ def test_learned_task_weights_come_back_as_such(tmp_path):
 
 
 def test_loading_errors_name_the_workdir(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no verified checkpoint under .*: is .* a "
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint under .*: is .* a "
                                                 r"tcdcn_jax workdir\?"):
         checkpoints.load_model(str(tmp_path))
     # A checkpoint saved without a config, and no config.json beside it.
