@@ -1,8 +1,8 @@
 """A workdir's weights and config: the one way in and the one way out.
 
-A workdir holds config.json and checkpoints/ (orbax). Out: `save` (the train state, every
-checkpoint_every steps) and `write_weights` (params alone, for weights trained elsewhere: a workdir
-that loads like any run). In: `restore_latest` (the train state, to resume), `load_params` (params,
+A workdir holds config.json, checkpoints/ (orbax) and, when a checkpoint failed its check,
+checkpoints_set_aside/. Out: `save` (the train state, every checkpoint_every steps) and
+`write_weights` (params alone, for weights trained elsewhere: a workdir that loads like any run). In: `restore_latest` (the train state, to resume), `load_params` (params,
 without knowing the model) and `load_model` (the model rebuilt from config + params, params checked).
 `load_pretrained` merges pretrained params into a fresh tree for transfer.
 
@@ -226,8 +226,9 @@ def _load(workdir: str) -> tuple[int, str, dict[str, Any]]:
     directory = os.path.join(workdir, "checkpoints")
     if mngr.all_steps():
         newest = _step_dir(mngr, max(mngr.all_steps()))
+        why = why_bad(newest) or ("", "sealed while this looked: read it again")
         raise ValueError(f"no checkpoint under {directory} verifies (the newest, {newest}: "
-                         f"{why_bad(newest)[1]})")
+                         f"{why[1]})")
     raise FileNotFoundError(f"no checkpoint under {directory}: is {workdir!r} a tcdcn_jax workdir?")
 
 
