@@ -4,7 +4,8 @@ A workdir holds config.json, checkpoints/ (orbax) and, when a checkpoint failed 
 checkpoints_set_aside/. Out: `save` (the train state, every checkpoint_every steps) and
 `write_weights` (params alone, for weights trained elsewhere: a workdir that loads like any run).
 In: `restore_latest` (the train state, to resume), `load_params` (params, without knowing the
-model) and `load_model` (the model rebuilt from config + params, params checked). `load_pretrained` merges pretrained params into a fresh tree for transfer.
+model) and `load_model` (the model rebuilt from config + params, params checked).
+`load_pretrained` merges pretrained params into a fresh tree for transfer.
 
 Every checkpoint is verified. Once orbax has committed a step folder, `save` adds the run's config
 (config.json) and then, last, digest.json: the sha256 of every other file of the folder. Both live
