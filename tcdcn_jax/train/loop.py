@@ -198,7 +198,7 @@ class _Trainer:
     def _save(self, done: int, state, m) -> None:
         # A bad state never replaces the last good checkpoint.
         _fail_if_not_finite(done, self._host_losses(m))
-        checkpoints.save(self.mngr, state)
+        checkpoints.save(self.mngr, state, self.config)
 
     def _log_progress(self, done: int, state, m) -> None:
         host = self._host_losses(m)

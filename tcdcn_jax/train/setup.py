@@ -64,34 +64,49 @@ def build(config, splits: sources.Splits):
     return model, step_cfg, state
 
 
-def check_resumable(config, workdir: str, allow_config_change: bool = False) -> None:
-    """Refuses to continue a workdir's run under a different config (unless told to)."""
-    path = os.path.join(workdir, checkpoints.CONFIG_FILE)
-    if allow_config_change or not os.path.exists(path):
-        return
-    with open(path) as f:
-        old = json.load(f)
+def _refuse_if_different(old: dict, config, workdir: str, where: str) -> None:
     new = json.loads(config.to_json())
     diff = sorted(k for k in set(old) | set(new)
                   if k not in RESUMABLE_FIELDS and old.get(k) != new.get(k))
     if diff:
         details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise ConfigMismatchError(
-            f"{workdir} holds a run with a different config ({details}). Use another --workdir, or "
-            "pass --allow_config_change to resume it under the new config.")
+            f"{workdir} holds a run with a different config ({details}; from {where}). Use another "
+            "--workdir, or pass --allow_config_change to resume it under the new config.")
+
+
+def check_resumable(config, workdir: str, allow_config_change: bool = False) -> None:
+    """Refuses to continue a workdir's run under a different config (unless told to).
+
+    The run is the one its newest good checkpoint holds, compared with the config saved inside that
+    checkpoint: the loose workdir/config.json neither turns the check off when deleted nor, left by
+    a run that failed before its first checkpoint, refuses the corrected command."""
+    if allow_config_change:
+        return
+    old = checkpoints.checkpoint_config(workdir)
+    if old is not None:
+        _refuse_if_different(old.to_dict(), config, workdir, "its newest checkpoint")
 
 
 def finished_summary(config, workdir: str, allow_config_change: bool = False) -> dict | None:
     """The summary.json of a finished run of `config` in workdir, or None when the run must (still)
     train. A workdir holding another config's run raises ConfigMismatchError; when the change is
-    allowed, it trains again (resuming its checkpoint) under the new config instead."""
-    try:
-        check_resumable(config, workdir)
-    except ConfigMismatchError:
-        if allow_config_change:
-            return None
-        raise
+    allowed, it trains again (resuming its checkpoint) under the new config instead.
+
+    The run's config is the newest good checkpoint's, else (its checkpoints gone) the workdir's
+    config.json; a summary.json with neither beside it is taken as it is."""
     path = os.path.join(workdir, "summary.json")
+    old, where = checkpoints.checkpoint_config(workdir), "its newest checkpoint"
+    if old is None and os.path.exists(path) and os.path.exists(
+            os.path.join(workdir, checkpoints.CONFIG_FILE)):
+        old, where = checkpoints.read_config(workdir), checkpoints.CONFIG_FILE
+    if old is not None:
+        try:
+            _refuse_if_different(old.to_dict(), config, workdir, where)
+        except ConfigMismatchError:
+            if allow_config_change:
+                return None
+            raise
     if not os.path.exists(path):
         return None
     with open(path) as f:

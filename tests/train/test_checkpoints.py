@@ -1,6 +1,7 @@
-"""A workdir's weights in and out: a weights-only workdir, the layout earlier workdirs have on disk,
-loading errors, and load_pretrained's merge (dont_load and its errors). Train-state save/resume is
-tested where it runs: tests/train/test_loop.py and test_restart.py."""
+"""A workdir's weights in and out: a weights-only workdir, a checkpoint without digest, the config
+saved with a checkpoint, loading errors, and load_pretrained's merge (dont_load and its errors).
+Train-state save/resume is tested where it runs: tests/train/test_loop.py and test_restart.py;
+damaged checkpoints in tests/train/test_checkpoint_faults.py."""
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -45,17 +46,32 @@ def test_write_weights_then_load_model_rebuilds_the_model(tmp_path):
         checkpoints.write_weights(path, params, _config("report"))
 
 
-def test_a_workdir_in_the_earlier_layout_still_loads(tmp_path):
-    """{step, params, rng} written by hand, as weights-only workdirs were before write_weights."""
+def test_a_checkpoint_without_digest_is_refused_and_one_sealed_in_any_layout_loads(tmp_path,
+                                                                                    caplog):
+    """{step, params, rng} written by orbax alone: no digest, so nothing vouches for its bytes."""
     params = random_params(_model(), seed=2)
     mngr = checkpoints.manager(str(tmp_path))
     mngr.save(3, args=ocp.args.StandardSave({"step": np.asarray(3, np.int32), "params": params,
                                              "rng": np.zeros(2, np.uint32)}))
     mngr.wait_until_finished()
     (tmp_path / "config.json").write_text(_config().to_json())
-    model, loaded, _ = checkpoints.load_model(str(tmp_path))
+    with pytest.raises(ValueError, match=r"no checkpoint under .* verifies \(the newest, "
+                                         r".*checkpoints/3: no digest.json"):
+        checkpoints.load_model(str(tmp_path))
+    assert "checkpoints/3 is bad (no digest.json" in caplog.text
+    assert (tmp_path / "checkpoints" / "3").is_dir(), "a reader never moves a checkpoint"
+    checkpoints.seal(str(tmp_path / "checkpoints" / "3"), None)
+    model, loaded, _ = checkpoints.load_model(str(tmp_path))  # the config: workdir/config.json
     assert dict(model.aux_tasks) == {"pose": 5, "gender": 2}
     _assert_same(params, loaded)
+
+
+def test_load_model_takes_the_config_saved_with_the_checkpoint(tmp_path):
+    checkpoints.write_weights(str(tmp_path), random_params(_model()), _config())
+    (tmp_path / "config.json").unlink()
+    model, _, config = checkpoints.load_model(str(tmp_path))
+    assert model.trunk == config.trunk == "eccv"
+    assert checkpoints.checkpoint_config(str(tmp_path)).to_dict() == config.to_dict()
 
 
 def test_learned_task_weights_come_back_as_such(tmp_path):
@@ -66,10 +82,15 @@ def test_learned_task_weights_come_back_as_such(tmp_path):
 
 
 def test_loading_errors_name_the_workdir(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json not found"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint under .*: is .* a "
+                                                r"tcdcn_jax workdir\?"):
         checkpoints.load_model(str(tmp_path))
-    checkpoints.write_config(str(tmp_path), _config())
-    with pytest.raises(FileNotFoundError, match="no checkpoint under"):
+    # A checkpoint saved without a config, and no config.json beside it.
+    mngr = checkpoints.manager(str(tmp_path))
+    mngr.save(0, args=ocp.args.StandardSave({"params": random_params(_model())}))
+    mngr.wait_until_finished()
+    checkpoints.seal(str(tmp_path / "checkpoints" / "0"), None)
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
         checkpoints.load_model(str(tmp_path))
     # eccv params under a config that says report: the model the config describes cannot take them.
     other = tmp_path / "other"
