@@ -41,7 +41,8 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, split: str = "tes
                      batch_size: int | None = None, sheet_seed: int = 0) -> dict[str, Any]:
     """Evaluates workdir's latest checkpoint on one split; returns the eval.json content."""
     model, params, config = checkpoints.load_model(workdir)
-    step = checkpoints.manager(workdir).latest_step()
+    # The step of the checkpoint load_model read: the newest that verifies, not the newest folder.
+    step = int(os.path.basename(checkpoints.latest_step_path(checkpoints.manager(workdir))))
     if dataset:
         config.dataset = dataset
     if data_dir is not None:

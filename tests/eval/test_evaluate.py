@@ -111,3 +111,17 @@ def test_predict_dataset_is_the_loops_eval_pass_compiled_once(workdir):
     assert evaluate._batch_fn(model, None, "auto") is fn and fn._cache_size() == compiled
     with pytest.raises(ValueError, match="need faces and a batch_size >= 1, got 0 faces"):
         evaluate.predict_dataset(model, state.params, val["image"][:0], val["box"][:0])
+
+
+def test_the_step_reported_is_the_checkpoint_read_not_a_newer_bad_one(workdir, tmp_path):
+    import shutil
+
+    path, *_ = workdir
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    bad = copy / "checkpoints" / "7"  # a newer step folder that never got its commit marker
+    shutil.copytree(copy / "checkpoints" / "0", bad)
+    (bad / "commit_success.txt").unlink()
+    assert checkpoints.manager(str(copy)).latest_step() == 7
+    r = report.evaluate_workdir(str(copy), num_faces=2, out_dir=str(tmp_path / "eval"))
+    assert r["checkpoint_step"] == 0
