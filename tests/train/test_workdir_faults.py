@@ -33,13 +33,17 @@ from tcdcn_jax.train import steps
 mode, at, gate = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 sys.argv = ["pretrain", *sys.argv[4:]]
 if mode == "sigint_in_step":  # after the step ran: its input state is donated by now
-    real_train = steps.Steps.train
-    def train(self, state, batch):
-        out = real_train(self, state, batch)
-        if int(out[0].step) == at:
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-    steps.Steps.train = train
+    real_init = steps.Steps.__init__
+    def init(self, *args):
+        real_init(self, *args)
+        jitted = self.train
+        def train(state, batch):
+            out = jitted(state, batch)
+            if int(out[0].step) == at:
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+        self.train = train
+    steps.Steps.__init__ = init
 else:  # while the batch of step `at` + 1 is drawn: between two steps
     real_batch_at = pipeline.BatchIterator.batch_at
     def batch_at(self, step):
