@@ -10,6 +10,7 @@ after it saved its state.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import traceback
 from typing import Any, Callable, NamedTuple
@@ -75,7 +76,16 @@ def run_training(argv, holders: TrainingFlags, train: Callable[[], Any]) -> Any:
         with hold:
             return train()
 
-    return one_line_errors(locked_train, holders.verbose.value)
+    try:
+        return one_line_errors(locked_train, holders.verbose.value)
+    except SystemExit as e:
+        if e.code == FAULT:
+            # After a failed write orbax's writer threads and event loops are broken; at interpreter
+            # teardown they print tracebacks under the error line. The run is over: leave now.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(FAULT)
+        raise
 
 
 def one_line_errors(train: Callable[[], Any], verbose: bool = False) -> Any:
@@ -89,10 +99,11 @@ def one_line_errors(train: Callable[[], Any], verbose: bool = False) -> Any:
         _exit(e, "error: interrupted by SIGINT; run the same command to resume from the last "
               "checkpoint", 130, verbose)
     except Exception as e:
-        if workdir_lib.disk_full_error(e) is not None and not isinstance(e, workdir_lib.DiskFull):
+        fault = workdir_lib.fault_in(e)
+        if fault is not None:
+            _exit(e, f"error: {_one_line(fault)}", FAULT, verbose)
+        if workdir_lib.disk_full_error(e) is not None:
             _exit(e, f"error: disk full ({_one_line(e)})", FAULT, verbose)
-        if isinstance(e, workdir_lib.RunFault):
-            _exit(e, f"error: {_one_line(e)}", FAULT, verbose)
         if isinstance(e, USAGE_ERRORS):
             _exit(e, f"error: {_one_line(e)}", USAGE, verbose)
         if isinstance(e, FAULTS):

@@ -64,8 +64,9 @@ class _Logger:
             os.fsync(self.jsonl.fileno())
 
     def close(self) -> None:
-        self.jsonl.close()
-        self.tb.close()
+        with workdir_lib.writing(self.path):
+            self.jsonl.close()
+            self.tb.close()
 
 
 def _fail_if_not_finite(step: int, values: dict[str, float], kept: str) -> None:

@@ -92,6 +92,18 @@ def is_held(workdir: str) -> bool:
     return os.path.realpath(workdir) in _held
 
 
+def fault_in(exc: BaseException) -> RunFault | None:
+    """The first RunFault in exc's chain: a later error while unwinding (a log file closed on the
+    same full disk) must not hide the line that says what failed first."""
+    seen, first = set(), None
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, RunFault):
+            first = exc
+        exc = exc.__cause__ or exc.__context__
+    return first
+
+
 def disk_full_error(exc: BaseException) -> OSError | None:
     """The ENOSPC / EDQUOT OSError somewhere in exc's chain (cause, context, groups), or, when a
     library re-raised it as text, an OSError made from that text; None when the disk is not full."""
@@ -131,10 +143,10 @@ def writing(path: str) -> Iterator[None]:
 def write_text(path: str, text: str) -> None:
     """Writes path whole or not at all: a temporary file beside it, fsynced, renamed over it."""
     folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with writing(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
+        try:  # 0o666 less the umask, as open() would make it (mkstemp's 0o600 would hide it)
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "w") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())

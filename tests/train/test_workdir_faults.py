@@ -10,6 +10,7 @@ main with that moment's function patched to send the signal itself, so the test 
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -219,6 +220,51 @@ def test_a_full_disk_inside_a_checkpoint_save_is_one_line_naming_the_folder(
     assert capsys.readouterr().err.splitlines() == [
         f"error: disk full writing {tmp_path / 'checkpoints'} (No space left on device); free "
         "some space and run the same command to resume"]
+
+
+# A real full disk: a 200 MB tmpfs in a private mount namespace (room for the preflight's three
+# checkpoints), filled by a file once the checkpoint of step 10 is there; then freed for the rerun.
+FULL_DISK = r"""
+set -u
+M=$1; OUT=$2; shift 2
+mount -t tmpfs -o size=200m tmpfs "$M" || exit 97
+"$@" --workdir="$M/run" > "$OUT/first.log" 2>&1 &
+pid=$!
+while [ ! -d "$M/run/checkpoints/10" ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done
+dd if=/dev/zero of="$M/filler" bs=1M count=400 2>/dev/null
+wait $pid; echo $? > "$OUT/first.rc"
+rm "$M/filler"
+"$@" --workdir="$M/run" > "$OUT/second.log" 2>&1; echo $? > "$OUT/second.rc"
+cp -r "$M/run" "$OUT/run"
+"""
+
+
+def _can_mount_tmpfs(tmp_path) -> bool:
+    (tmp_path / "probe").mkdir()
+    return bool(shutil.which("unshare")) and subprocess.run(
+        ["unshare", "-rm", "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+         str(tmp_path / "probe")], capture_output=True).returncode == 0
+
+
+def test_a_real_full_disk_during_a_save_is_one_line_and_the_rerun_is_bit_identical(
+        tmp_path, subprocess_env, unbroken_run):
+    if not _can_mount_tmpfs(tmp_path):  # the simulated disk-full tests above run everywhere
+        pytest.skip("no user namespace to mount a small tmpfs in")
+    (tmp_path / "mnt").mkdir()
+    cmd = [a for a in pretrain_cmd(tmp_path / "unused") if not a.startswith("--workdir=")]
+    subprocess.run(["unshare", "-rm", "sh", "-c", FULL_DISK, "sh", str(tmp_path / "mnt"),
+                    str(tmp_path), *cmd], env=subprocess_env, cwd=REPO, check=True, timeout=900)
+    first = (tmp_path / "first.log").read_text()
+    assert (tmp_path / "first.rc").read_text().strip() == "1", first[-3000:]
+    assert "Traceback" not in first, first[-3000:]
+    # The checkpoint or the metrics line, whichever write meets the full disk first.
+    assert re.fullmatch(rf"error: disk full writing {re.escape(str(tmp_path / 'mnt' / 'run'))}/"
+                        r"(checkpoints|metrics\.jsonl) \(No space left on device\); free some "
+                        r"space and run the same command to resume",
+                        first.strip().splitlines()[-1]), first[-3000:]
+    second = (tmp_path / "second.log").read_text()
+    assert (tmp_path / "second.rc").read_text().strip() == "0", second[-3000:]
+    assert_same_run(unbroken_run, tmp_path / "run")
 
 
 def test_preflight_says_how_much_disk_the_checkpoints_need(tmp_path, monkeypatch):
