@@ -146,7 +146,7 @@ def assert_same_run(unbroken, resumed, steps=(10, 20, 30, 40)) -> None:
     records = [json.loads(l) for l in (Path(resumed) / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(steps), "a resumed run must not duplicate records"
     # Every logged figure matches, except the period's mean landmark training loss, which after a
-    # resume part-way through a period averages the steps since the resume (it is logged, not state).
+    # resume part-way through a period averages the steps since the resume (logged, not state).
     expected = [json.loads(l) for l in (Path(unbroken) / "metrics.jsonl").read_text().splitlines()]
     for r in records + expected:
         r["train_loss"].pop("landmarks")

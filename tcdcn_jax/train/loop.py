@@ -2,8 +2,8 @@
 
 Leaves in workdir: checkpoints/ (orbax), metrics.jsonl (one line per evaluation), tb/ (TensorBoard
 scalars), config.json, .lock and, at the end, summary.json. One process at a time (workdir.hold);
-nothing is written before workdir.preflight passes; SIGINT and SIGTERM save at the next step boundary
-and end the run with `Interrupted`.
+nothing is written before workdir.preflight passes; SIGINT and SIGTERM save at the next step
+boundary and end the run with `Interrupted`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _fail_if_not_finite(step: int, values: dict[str, float], kept: str) -> None:
 
 
 class Interrupted(Exception):
-    """The run stopped on a signal after saving its state; `exit_code` is the shell's 128 + signal."""
+    """The run stopped on a signal after saving its state; `exit_code` is the shell's 128 + N."""
 
     def __init__(self, signum: int, step: int, kept: str):
         self.exit_code = 128 + signum
@@ -88,8 +88,8 @@ class Interrupted(Exception):
 class _StopSignal:
     """SIGINT and SIGTERM as a flag that the loop reads at each step boundary.
 
-    The handler never raises: an exception inside a step comes after its input state was donated, and
-    the state to save is gone with it. A second SIGINT raises KeyboardInterrupt at once, for an
+    The handler never raises: an exception inside a step comes after its input state was donated,
+    and the state to save is gone with it. A second SIGINT raises KeyboardInterrupt at once, for an
     operator who will not wait for the save (the run then resumes from the checkpoint before).
     """
 

@@ -55,8 +55,8 @@ class NotWritable(RunFault):
 
 @contextlib.contextmanager
 def hold(workdir: str) -> Iterator[None]:
-    """Holds workdir/.lock (creating workdir) until the block ends; re-entrant within a process, so a
-    main and the loop it calls may both hold the same workdir."""
+    """Holds workdir/.lock (creating workdir) until the block ends; re-entrant within a process,
+    so a main and the loop it calls may both hold the same workdir."""
     path = os.path.realpath(workdir)
     if path in _held:
         _held[path][1] += 1
@@ -168,8 +168,8 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_metrics(path: str, upto_step: int) -> list[str]:
-    """metrics.jsonl's lines of steps <= upto_step (a resumed run drops what a killed run logged after
-    its last checkpoint). A line that does not parse (a kill cut it mid-write) is dropped, with one
+    """metrics.jsonl's lines of steps <= upto_step (a resumed run drops what a killed run logged
+    after its last checkpoint). A line that does not parse (a kill cut it mid-write) is dropped, with one
     notice that names the file."""
     kept, bad = [], []
     with open(path) as f:

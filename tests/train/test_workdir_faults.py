@@ -1,10 +1,10 @@
 """Never lose a run, under the faults an operator meets: a second process on the workdir, Ctrl-C
-between steps and inside one, a cut metrics line, a full disk, a read-only checkpoints/, a batch that
-does not split over the devices, a bad command line. Each run that recovers is compared with one
+between steps and inside one, a cut metrics line, a full disk, a read-only checkpoints/, a batch
+that does not split over the devices, a bad command line. Each run that recovers is compared with one
 unbroken run to the last bit (support.assert_same_run); each refusal is one line with its exit code.
 
 Where a fault must land at an exact moment (inside a step, between two), a wrapper starts the same
-main with that moment's function patched to send the signal itself, so the test does not race the run.
+main with that moment's function patched to send the signal itself, so no test races its run.
 """
 
 import errno
@@ -98,7 +98,8 @@ def test_a_second_process_on_the_workdir_exits_2_naming_the_first(tmp_path, subp
 def test_the_lock_dies_with_its_process_and_is_reentrant_within_one(tmp_path, subprocess_env):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from tcdcn_jax.train import workdir; "
-         "lock = workdir.hold(sys.argv[1]); lock.__enter__(); print('held', flush=True); time.sleep(600)",
+         "lock = workdir.hold(sys.argv[1]); lock.__enter__(); print('held', flush=True); "
+         "time.sleep(600)",
          str(tmp_path)], env=subprocess_env, cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(workdir_lib.WorkdirInUse, match=f"in use by process {holder.pid} "):
@@ -169,8 +170,8 @@ def test_a_batch_that_does_not_split_is_refused_and_leaves_nothing_that_refuses_
 
 
 @pytest.mark.parametrize("flag, line", [
-    ("--flagfile=no_such.flags", "error: ERROR:: Unable to open flagfile: [Errno 2] No such file or "
-     "directory: 'no_such.flags' (run with --helpfull for the flags)"),
+    ("--flagfile=no_such.flags", "error: ERROR:: Unable to open flagfile: [Errno 2] No such file "
+     "or directory: 'no_such.flags' (run with --helpfull for the flags)"),
     ("--config.batch_size=-4", "error: config.batch_size must be >= 1, got -4"),
 ])
 def test_command_line_errors_are_one_line_exit_2(flag, line, tmp_path, subprocess_env):
