@@ -135,7 +135,8 @@ def _exit(error: BaseException, line: str, code: int, verbose: bool):
 
 
 def _exit_usage(error: Exception):
-    print(f"error: {_one_line(error)} (run with --helpfull for the flags)", file=sys.stderr)
+    what = _one_line(error).removeprefix("ERROR:: ")  # absl's own prefix on a flagfile error
+    print(f"error: {what} (run with --helpfull for the flags)", file=sys.stderr)
     sys.exit(USAGE)
 
 

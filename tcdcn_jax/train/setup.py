@@ -30,7 +30,8 @@ class ConfigMismatchError(ValueError):
 
 def check_config(config, splits: sources.Splits) -> None:
     """ValueError for settings no run can use, before anything compiles."""
-    for key in ("num_steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
+    for key in ("num_steps", "batch_size", "eval_batch_size", "eval_every", "log_every",
+                "checkpoint_every"):
         if int(config[key]) < 1:
             raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
     missing = [t for t in model_build.aux_task_names(config) if t not in splits.train.arrays]

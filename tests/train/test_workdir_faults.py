@@ -170,8 +170,8 @@ def test_a_batch_that_does_not_split_is_refused_and_leaves_nothing_that_refuses_
 
 
 @pytest.mark.parametrize("flag, line", [
-    ("--flagfile=no_such.flags", "error: ERROR:: Unable to open flagfile: [Errno 2] No such file "
-     "or directory: 'no_such.flags' (run with --helpfull for the flags)"),
+    ("--flagfile=no_such.flags", "error: Unable to open flagfile: [Errno 2] No such file or "
+     "directory: 'no_such.flags' (run with --helpfull for the flags)"),
     ("--config.batch_size=-4", "error: config.batch_size must be >= 1, got -4"),
 ])
 def test_command_line_errors_are_one_line_exit_2(flag, line, tmp_path, subprocess_env):
@@ -291,3 +291,15 @@ def test_small_files_are_replaced_whole_and_a_cut_metrics_line_is_dropped(tmp_pa
     metrics.write_text('{"step": 10}\n{"step": 20}\n{"step": 30, "val')
     assert workdir_lib.read_metrics(str(metrics), 20) == ['{"step": 10}\n', '{"step": 20}\n']
     assert f"{metrics}: dropped 1 cut line(s) (line 3)" in caplog.text
+
+
+def test_the_first_fault_is_the_one_named():
+    """A log closed on the same full disk while the failed save unwinds must not hide the save."""
+    try:
+        try:
+            raise workdir_lib.DiskFull("disk full writing checkpoints")
+        except workdir_lib.DiskFull:
+            raise workdir_lib.DiskFull("disk full writing metrics.jsonl")
+    except workdir_lib.DiskFull as e:
+        assert str(workdir_lib.fault_in(e)) == "disk full writing checkpoints"
+    assert workdir_lib.fault_in(ValueError("x")) is None
