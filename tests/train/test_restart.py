@@ -1,6 +1,6 @@
 """Never lose a run: SIGKILL + restarting the same command is bit-identical to an unbroken run, and
-SIGTERM or SIGINT checkpoints before the run exits. (The resume guard: tests/train/test_setup.py; the lock,
-Ctrl-C, a full disk and the other faults: tests/train/test_workdir_faults.py.)"""
+SIGTERM or SIGINT checkpoints before the run exits. (The resume guard: tests/train/test_setup.py;
+the lock, Ctrl-C inside a step, a full disk and the other faults: test_workdir_faults.py.)"""
 
 import signal
 import subprocess
