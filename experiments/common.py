@@ -78,14 +78,12 @@ def run_training(argv, holders: TrainingFlags, train: Callable[[], Any]) -> Any:
 
     try:
         return one_line_errors(locked_train, holders.verbose.value)
-    except SystemExit as e:
-        if e.code == FAULT:
-            # After a failed write orbax's writer threads and event loops are broken; at interpreter
-            # teardown they print tracebacks under the error line. The run is over: leave now.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(FAULT)
-        raise
+    except _AbortExit as e:
+        # After a failed write or an abort orbax's writer threads and event loops are broken; at
+        # interpreter teardown they print tracebacks under the error line. The run is over: leave.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code)
 
 
 def one_line_errors(train: Callable[[], Any], verbose: bool = False) -> Any:
@@ -97,13 +95,13 @@ def one_line_errors(train: Callable[[], Any], verbose: bool = False) -> Any:
         _exit(e, str(e), e.exit_code, verbose)
     except KeyboardInterrupt as e:  # before the loop's handler, or a second Ctrl-C (a hard abort)
         _exit(e, "error: interrupted by SIGINT; run the same command to resume from the last "
-              "checkpoint", 130, verbose)
+              "checkpoint", 130, verbose, abort=True)
     except Exception as e:
         fault = workdir_lib.fault_in(e)
         if fault is not None:
-            _exit(e, f"error: {_one_line(fault)}", FAULT, verbose)
+            _exit(e, f"error: {_one_line(fault)}", FAULT, verbose, abort=True)
         if workdir_lib.disk_full_error(e) is not None:
-            _exit(e, f"error: disk full ({_one_line(e)})", FAULT, verbose)
+            _exit(e, f"error: disk full ({_one_line(e)})", FAULT, verbose, abort=True)
         if isinstance(e, USAGE_ERRORS):
             _exit(e, f"error: {_one_line(e)}", USAGE, verbose)
         if isinstance(e, FAULTS):
@@ -127,11 +125,15 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def _exit(error: BaseException, line: str, code: int, verbose: bool):
+class _AbortExit(SystemExit):
+    """An exit that skips interpreter teardown (see run_training)."""
+
+
+def _exit(error: BaseException, line: str, code: int, verbose: bool, abort: bool = False):
     if verbose:
         traceback.print_exception(error)
     print(line, file=sys.stderr)
-    sys.exit(code)
+    raise (_AbortExit if abort else SystemExit)(code)
 
 
 def _exit_usage(error: Exception):
