@@ -23,7 +23,7 @@ _CACHE = flags.DEFINE_bool("compile_cache", True, "Persistent compilation cache 
 
 
 def main(argv):
-    common.run_training(argv, lambda: ablation.run(
+    common.run_training(argv, FLAGS, lambda: ablation.run(
         FLAGS.config.value, FLAGS.workdir.value, _VARIANTS.value, [int(s) for s in _SEEDS.value],
         _QUICK.value, _CACHE.value, allow_config_change=FLAGS.allow_config_change.value))
 

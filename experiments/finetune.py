@@ -10,7 +10,7 @@ FLAGS = common.define_training_flags("tcdcn_jax/configs/finetune.py", "runs/fine
 
 
 def main(argv):
-    common.run_training(argv, lambda: transfer.finetune(
+    common.run_training(argv, FLAGS, lambda: transfer.finetune(
         FLAGS.config.value, FLAGS.workdir.value,
         allow_config_change=FLAGS.allow_config_change.value))
 

@@ -9,7 +9,7 @@ FLAGS = common.define_training_flags("tcdcn_jax/configs/pretrain.py", "runs/pret
 
 
 def main(argv):
-    common.run_training(argv, lambda: loop.train_and_evaluate(
+    common.run_training(argv, FLAGS, lambda: loop.train_and_evaluate(
         FLAGS.config.value, FLAGS.workdir.value,
         allow_config_change=FLAGS.allow_config_change.value))
 

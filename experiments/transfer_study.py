@@ -23,7 +23,7 @@ FLAGS = common.define_training_flags("tcdcn_jax/configs/finetune.py:study", "run
 
 
 def main(argv):
-    common.run_training(argv, lambda: transfer_study.run_study(
+    common.run_training(argv, FLAGS, lambda: transfer_study.run_study(
         FLAGS.config.value, FLAGS.workdir.value,
         allow_config_change=FLAGS.allow_config_change.value))
     with open(os.path.join(FLAGS.workdir.value, "transfer.md")) as f:

@@ -9,12 +9,13 @@ tests/support.py (plain functions, so helpers and subprocess workers can use the
 from __future__ import annotations
 
 import os
+import subprocess
 import shutil
 import tempfile
 
 import pytest
 
-from tests.support import random_splits
+from tests.support import REPO, pretrain_cmd, random_splits
 
 _CACHE_ROOT: str | None = None
 
@@ -60,3 +61,13 @@ def splits5():
 def splits68():
     """Random 68-point splits with two extra test sets, as 300-W has (32 / 16 / 16, 8 + 8 faces)."""
     return random_splits(68, (32, 16, 16), seed=3, extra_tests=(("common", 8), ("challenging", 8)))
+
+
+@pytest.fixture(scope="session")
+def unbroken_run(tmp_path_factory, subprocess_env):
+    """The workdir of one finished experiments.pretrain run of tests.support.RUN, never interrupted:
+    the reference every killed, stopped or broken run is compared with (support.assert_same_run)."""
+    workdir = tmp_path_factory.mktemp("unbroken") / "run"
+    subprocess.run(pretrain_cmd(workdir), env=subprocess_env, cwd=REPO, check=True,
+                   capture_output=True)
+    return workdir

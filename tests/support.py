@@ -91,3 +91,63 @@ def assert_drawn_png(path, min_side: int = 200) -> None:
         assert min(im.size) >= min_side, (path, im.size)
         pixels = np.asarray(im.convert("L"))
     assert np.ptp(pixels) > 0, f"{path} is one flat colour"
+
+
+# A pretraining run long enough to checkpoint, evaluate and resume part-way: the runs that a test
+# kills, stops or breaks and then compares with an unbroken one. The tiny config's constant learning
+# rate keeps num_steps out of the compiled step, so every process runs the same cached programs.
+RUN = dict(num_steps=40, eval_every=10, log_every=10, checkpoint_every=5)
+
+
+def pretrain_cmd(workdir, **overrides) -> list[str]:
+    """The command line of experiments.pretrain on tiny_flags(**RUN, **overrides) in workdir."""
+    import sys
+
+    return [sys.executable, "-m", "experiments.pretrain", f"--workdir={workdir}",
+            *tiny_flags(**{**RUN, **overrides})]
+
+
+def wait_for(predicate, proc, timeout: float = 600) -> None:
+    """Polls predicate() until it holds; fails with the process's output if it ends first."""
+    import time
+
+    t0 = time.time()
+    while not predicate():
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"run ended (rc {proc.returncode}) before the condition:\n{out}")
+        if time.time() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def steps_saved(workdir) -> list[int]:
+    d = Path(workdir) / "checkpoints"
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
+
+
+def assert_same_run(unbroken, resumed, steps=(10, 20, 30, 40)) -> None:
+    """Two finished workdirs of the RUN config hold the same run, to the last bit: test figures,
+    task stops, final params, metrics.jsonl (one record per evaluation, none twice)."""
+    import json
+
+    import jax
+
+    from tcdcn_jax.train import checkpoints
+
+    a = json.loads((Path(unbroken) / "summary.json").read_text())
+    b = json.loads((Path(resumed) / "summary.json").read_text())
+    assert a["steps"] == b["steps"] == steps[-1]
+    assert a["test"] == b["test"] and a["task_stopped_at"] == b["task_stopped_at"]
+    _, pa = checkpoints.load_params(str(unbroken))
+    _, pb = checkpoints.load_params(str(resumed))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
+    records = [json.loads(l) for l in (Path(resumed) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(steps), "a resumed run must not duplicate records"
+    # Every logged figure matches, except the period's mean landmark training loss, which after a
+    # resume part-way through a period averages the steps since the resume (logged, not state).
+    expected = [json.loads(l) for l in (Path(unbroken) / "metrics.jsonl").read_text().splitlines()]
+    for r in records + expected:
+        r["train_loss"].pop("landmarks")
+    assert records == expected

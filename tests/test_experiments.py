@@ -1,15 +1,17 @@
 """The training mains: every one takes the same flags (the distributed ones included), and an
-unknown --config.field ends in one line. One fresh process imports all of them."""
+unknown --config.field ends in one line and exit 2. One fresh process imports all of them. (The
+faults a run meets, and their lines: tests/train/test_workdir_faults.py.)"""
 
 import json
 import subprocess
 import sys
 
+from experiments import common
 from tests.support import REPO
 
 MAINS = ("pretrain", "finetune", "transfer_study", "ablate")
-COMMON = {"config", "workdir", "allow_config_change", "coordinator_address", "num_processes",
-          "process_id"}
+COMMON = {"config", "workdir", "allow_config_change", "verbose", "coordinator_address",
+          "num_processes", "process_id"}
 
 SCRIPT = r"""
 import importlib, json, sys
@@ -37,5 +39,6 @@ def test_training_mains_take_the_same_flags_and_name_an_unknown_field(subprocess
     for name in MAINS:
         assert COMMON <= set(out[name]), (name, out[name])
     assert set(out["ablate"]) - COMMON == {"variants", "seeds", "quick", "compile_cache"}
-    assert out["unknown_field"] == ("error: no such config field 'nope' "
-                                    "(see tcdcn_jax/configs/pretrain.py for the fields)")
+    assert out["unknown_field"] == str(common.USAGE) == "2"
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: no such config field 'nope' (see tcdcn_jax/configs/pretrain.py for the fields)")

@@ -28,6 +28,7 @@ from tcdcn_jax.eval import plots
 from tcdcn_jax.eval import relatedness
 from tcdcn_jax.train import loop
 from tcdcn_jax.train import setup
+from tcdcn_jax.train import workdir as workdir_lib
 from tcdcn_jax.data import sources
 
 ALL_TASKS = "pose,gender,glasses,smile"
@@ -353,10 +354,8 @@ def report(config: ml_collections.ConfigDict, workdir: str,
     if not distributed.is_primary():  # one writer per ablation
         return out
     out["figures"] = figures(workdir, summary, results, point_names, rel)
-    with open(os.path.join(workdir, "ablation.json"), "w") as f:
-        json.dump(out, f, indent=1)
-    with open(os.path.join(workdir, "ablation.md"), "w") as f:
-        f.write(markdown(out))
+    workdir_lib.write_text(os.path.join(workdir, "ablation.json"), json.dumps(out, indent=1))
+    workdir_lib.write_text(os.path.join(workdir, "ablation.md"), markdown(out))
     return out
 
 

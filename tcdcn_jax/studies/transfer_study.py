@@ -22,6 +22,7 @@ from tcdcn_jax.train import distributed
 from tcdcn_jax.train import loop
 from tcdcn_jax.train import setup
 from tcdcn_jax.train import transfer
+from tcdcn_jax.train import workdir as workdir_lib
 from tcdcn_jax.data import sources
 
 ARMS = ("multitask", "landmark_only", "scratch")
@@ -167,8 +168,7 @@ def run_study(study, workdir: str, allow_config_change: bool = False) -> dict[st
     os.makedirs(workdir, exist_ok=True)
     primary = distributed.is_primary()  # one writer per study
     if primary:
-        with open(os.path.join(workdir, "study_config.json"), "w") as f:
-            f.write(study.to_json(indent=2))
+        workdir_lib.write_text(os.path.join(workdir, "study_config.json"), study.to_json(indent=2))
     pretrained = run_pretrains(study, workdir, allow_config_change)
     run_finetunes(study, workdir, pretrained, allow_config_change)
     results = collect(workdir, seeds_of(study))
@@ -183,8 +183,6 @@ def run_study(study, workdir: str, allow_config_change: bool = False) -> dict[st
     results["pretrain_workdirs"] = pretrained
     if not primary:
         return results
-    with open(os.path.join(workdir, "transfer.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(workdir, "transfer.md"), "w") as f:
-        f.write(markdown(results, settings))
+    workdir_lib.write_json(os.path.join(workdir, "transfer.json"), results)
+    workdir_lib.write_text(os.path.join(workdir, "transfer.md"), markdown(results, settings))
     return results

@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from tcdcn_jax.model import build
+from tcdcn_jax.train import workdir as workdir_lib
 from tcdcn_jax.train.state import TrainState
 
 CONFIG_FILE = "config.json"
@@ -61,21 +62,6 @@ def _step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
     return os.path.join(os.fspath(mngr.directory), str(step))
 
 
-def _write_atomic(path: str, text: str) -> None:
-    """Whole or absent: a kill or a full disk never leaves half a file under `path`."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename itself reaches the disk
-    finally:
-        os.close(fd)
-
-
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -95,9 +81,10 @@ def _files(step_dir: str) -> list[str]:
 def seal(step_dir: str, config: ml_collections.ConfigDict | None) -> None:
     """Adds the config, then the digest of every file, to a step folder orbax has committed."""
     if config is not None:
-        _write_atomic(os.path.join(step_dir, CONFIG_FILE), config.to_json(indent=2))
+        workdir_lib.write_text(os.path.join(step_dir, CONFIG_FILE), config.to_json(indent=2))
     digest = {rel: _sha256(os.path.join(step_dir, rel)) for rel in _files(step_dir)}
-    _write_atomic(os.path.join(step_dir, DIGEST_FILE), json.dumps({"sha256": digest}, indent=1))
+    workdir_lib.write_text(os.path.join(step_dir, DIGEST_FILE),
+                           json.dumps({"sha256": digest}, indent=1))
 
 
 def why_bad(step_dir: str) -> tuple[str, str] | None:
@@ -262,8 +249,7 @@ def checkpoint_config(workdir: str) -> ml_collections.ConfigDict | None:
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        f.write(config.to_json(indent=2))
+    workdir_lib.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
 
 
 def _read_json_config(path: str) -> ml_collections.ConfigDict:

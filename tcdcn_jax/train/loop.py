@@ -1,7 +1,9 @@
 """train_and_evaluate(config, workdir): the training loop shared by pretraining and fine-tuning.
 
 Leaves in workdir: checkpoints/ (orbax), metrics.jsonl (one line per evaluation), tb/ (TensorBoard
-scalars), config.json and, at the end, summary.json.
+scalars), config.json, .lock and, at the end, summary.json. One process at a time (workdir.hold);
+nothing is written before workdir.preflight passes; SIGINT and SIGTERM save at the next step
+boundary and end the run with `Interrupted`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,9 @@ from tcdcn_jax.train import early_stopping
 from tcdcn_jax.train import losses
 from tcdcn_jax.train import setup
 from tcdcn_jax.train import steps as steps_lib
+from tcdcn_jax.train import workdir as workdir_lib
+
+CHECKPOINTS_KEPT = 2  # the newest ones; a save writes one more before the oldest goes
 
 
 class _Logger:
@@ -39,13 +44,12 @@ class _Logger:
         if not distributed.is_primary():  # one writer per run; other processes log to the console
             workdir = os.path.join(workdir, f"process_{jax.process_index()}")
             os.makedirs(workdir, exist_ok=True)
-        path = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(path):  # drop records a killed run wrote after its last checkpoint
-            with open(path) as f:
-                kept = [l for l in f if l.strip() and json.loads(l)["step"] <= start_step]
-            with open(path, "w") as f:
-                f.writelines(kept)
-        self.jsonl = open(path, "a")
+        self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
+        if os.path.exists(self.path):  # drop records a killed run wrote after its last checkpoint
+            kept = workdir_lib.read_metrics(self.path, start_step)
+            workdir_lib.write_text(self.path, "".join(kept))
+        with workdir_lib.writing(self.path):
+            self.jsonl = open(self.path, "a")
         self.tb = SummaryWriter(os.path.join(workdir, "tb"))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -53,39 +57,67 @@ class _Logger:
             self.tb.add_scalar(name, value, step)
 
     def record(self, record: dict[str, Any]) -> None:
-        self.jsonl.write(json.dumps(record) + "\n")
-        self.jsonl.flush()
+        """One whole line, flushed and fsynced: a kill cuts at most this line (read_metrics)."""
+        with workdir_lib.writing(self.path):
+            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.flush()
+            os.fsync(self.jsonl.fileno())
 
     def close(self) -> None:
-        self.jsonl.close()
-        self.tb.close()
+        with workdir_lib.writing(self.path):
+            self.jsonl.close()
+            self.tb.close()
 
 
-def _fail_if_not_finite(step: int, values: dict[str, float]) -> None:
+def _fail_if_not_finite(step: int, values: dict[str, float], kept: Callable[[], str]) -> None:
+    """`kept` names the checkpoint a re-run resumes from; called only when the guard fires (it
+    verifies the checkpoint's files)."""
     bad = [name for name, v in values.items() if not math.isfinite(v)]
     if bad:
         raise FloatingPointError(f"non-finite loss at step {step} in {', '.join(bad)}: {values}; "
-                                 "the last good checkpoint is kept")
+                                 f"the last good checkpoint is kept: {kept()}")
+
+
+class Interrupted(Exception):
+    """The run stopped on a signal after saving its state; `exit_code` is the shell's 128 + N."""
+
+    def __init__(self, signum: int, step: int, kept: str):
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped at step {step} by {signal.Signals(signum).name}: checkpoint "
+                         f"saved at {kept}; run the same command to resume")
 
 
 class _StopSignal:
-    """Turns SIGTERM into a flag the loop checks, so the run can checkpoint before it exits."""
+    """SIGINT and SIGTERM as a flag that the loop reads at each step boundary.
+
+    The handler never raises: an exception inside a step comes after its input state was donated,
+    and the state to save is gone with it. A second SIGINT raises KeyboardInterrupt at once, for an
+    operator who will not wait for the save (the run then resumes from the checkpoint before).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.received = False
-        self._old = None
+        self.signum: int | None = None
+        self._old = {}
+
+    @property
+    def received(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
-        self.received = True
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt("a second SIGINT")
+        self.signum = self.signum or signum
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
 
 
 def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = None,
@@ -93,10 +125,18 @@ def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = Non
     """Trains (resuming from workdir's latest checkpoint), evaluates on the test split, writes summary.json.
 
     `init_params`, when given, replaces the fresh params before training (transfer); a resumed run
-    ignores it, since its checkpoint already holds the trained params. SIGTERM or Ctrl-C saves a
-    checkpoint, then ends the run with KeyboardInterrupt.
+    ignores it, since its checkpoint already holds the trained params. SIGINT or SIGTERM saves a
+    checkpoint at the next step boundary, then raises `Interrupted`. The workdir is locked for the
+    whole call (by the primary process): a second run on it raises workdir.WorkdirInUse.
     """
-    os.makedirs(workdir, exist_ok=True)
+    if not distributed.is_primary():
+        os.makedirs(workdir, exist_ok=True)
+        return _train_and_evaluate(config, workdir, splits, init_params, allow_config_change)
+    with workdir_lib.hold(workdir):
+        return _train_and_evaluate(config, workdir, splits, init_params, allow_config_change)
+
+
+def _train_and_evaluate(config, workdir, splits, init_params, allow_config_change):
     setup.quiet_library_logs()
     setup.check_resumable(config, workdir, allow_config_change)
     devices = jax.devices()
@@ -106,15 +146,24 @@ def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = Non
     _, step_cfg, state = setup.build(config, splits)
     if init_params is not None:
         state = state.replace(params=init_params, opt_state=state.tx.init(init_params))
+    mesh = steps_lib.make_mesh()
+    ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
     if distributed.is_primary():
+        size = workdir_lib.checkpoint_bytes(
+            (state.params, state.opt_state, state.task_stop, state.rng))
+        workdir_lib.preflight(workdir, ckpt_dir, size, CHECKPOINTS_KEPT, mesh.devices.size,
+                              int(config.batch_size), int(config.eval_batch_size))
         checkpoints.write_config(workdir, config)
+    else:
+        workdir_lib.check_batch_split(mesh.devices.size, batch_size=int(config.batch_size),
+                                      eval_batch_size=int(config.eval_batch_size))
 
-    mngr = checkpoints.manager(workdir)
+    mngr = checkpoints.manager(workdir, CHECKPOINTS_KEPT)
     restored = checkpoints.restore_latest(mngr, state)
     if restored is not None:
         state = restored
         logging.info("resumed from step %d", int(state.step))
-    runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())
+    runner = steps_lib.Steps(step_cfg, mesh)
     trainer = _Trainer(config, workdir, splits, step_cfg, runner, mngr, int(state.step))
     with _StopSignal() as stop:
         state = trainer.train(runner.put_state(state), stop)
@@ -130,8 +179,7 @@ def train_and_evaluate(config, workdir: str, splits: sources.Splits | None = Non
     for name, dataset in splits.extra_tests.items():
         summary["test"][name] = trainer.test(state, dataset)
     if distributed.is_primary():
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        workdir_lib.write_json(os.path.join(workdir, "summary.json"), summary)
     test = summary["test"]
     logging.info("test NME %.4f (mean shape %.4f), failure rate %.3f; tasks stopped at %s",
                  test["nme"], test["mean_shape_nme"], test["failure_rate"],
@@ -147,6 +195,7 @@ class _Trainer:
             config, splits, step_cfg, runner, mngr)
         self.aux = step_cfg.aux_tasks
         self.start = start_step
+        self.ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
         self.log = _Logger(workdir, start_step)
         self.es_update = jax.jit(early_stopping.update, static_argnames="epsilon")
         self.epsilon = float(config.es_epsilon) if config.early_stopping else math.inf
@@ -164,6 +213,7 @@ class _Trainer:
     def train(self, state, stop: _StopSignal):
         c = self.config
         batches = BatchIterator(self.splits.train, int(c.batch_size), int(c.seed))
+        m = None
         try:
             for step in range(self.start, int(c.num_steps)):
                 batch = self.runner.put_batch(batches.batch_at(step))
@@ -177,16 +227,21 @@ class _Trainer:
                     state = self._evaluate(done, state)
                 if done % c.checkpoint_every == 0 or last:
                     self._save(done, state, m)
-                if stop.received:
-                    raise KeyboardInterrupt(f"SIGTERM at step {done}")
-        except KeyboardInterrupt:
-            if int(state.step) > max(self.start, self.mngr.latest_step() or 0):
-                logging.warning("interrupted: saving a checkpoint at step %d", int(state.step))
-                self._save(int(state.step), state, m)
-            raise
+                if stop.received:  # a step boundary: the state is whole, not donated
+                    break
+            if stop.received:
+                done = int(state.step)
+                if m is not None and done > (self.mngr.latest_step() or 0):
+                    logging.warning("interrupted: saving a checkpoint at step %d", done)
+                    self._save(done, state, m)
+                raise Interrupted(stop.signum, done, self._kept())
         finally:
             self.log.close()
         return state
+
+    def _kept(self) -> str:
+        """The checkpoint a resume starts from, for the messages that name it."""
+        return checkpoints.latest_step_path(self.mngr) or "none saved yet"
 
     def _host_losses(self, m) -> dict[str, float]:
         host = {k: float(v) for k, v in jax.device_get(m).items() if np.ndim(v) == 0}
@@ -197,12 +252,13 @@ class _Trainer:
 
     def _save(self, done: int, state, m) -> None:
         # A bad state never replaces the last good checkpoint.
-        _fail_if_not_finite(done, self._host_losses(m))
-        checkpoints.save(self.mngr, state, self.config)
+        _fail_if_not_finite(done, self._host_losses(m), self._kept)
+        with workdir_lib.writing(self.ckpt_dir):
+            checkpoints.save(self.mngr, state, self.config)
 
     def _log_progress(self, done: int, state, m) -> None:
         host = self._host_losses(m)
-        _fail_if_not_finite(done, host)
+        _fail_if_not_finite(done, host, self._kept)
         self.log.scalars(done, {f"train/{k}": v for k, v in host.items()})
         rate = (done - self.step_log) / max(time.time() - self.t_log, 1e-9)
         self.t_log, self.step_log = time.time(), done

@@ -30,7 +30,8 @@ class ConfigMismatchError(ValueError):
 
 def check_config(config, splits: sources.Splits) -> None:
     """ValueError for settings no run can use, before anything compiles."""
-    for key in ("num_steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
+    for key in ("num_steps", "batch_size", "eval_batch_size", "eval_every", "log_every",
+                "checkpoint_every"):
         if int(config[key]) < 1:
             raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
     missing = [t for t in model_build.aux_task_names(config) if t not in splits.train.arrays]
@@ -114,11 +115,17 @@ def finished_summary(config, workdir: str, allow_config_change: bool = False) ->
 
 
 def _not_orbax_info(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+        return True
+    # An orbax error (a full disk in its writer threads) stays one line: the run's own error line
+    # says what failed, and --verbose shows the traceback where it is raised.
+    record.exc_info, record.exc_text = None, None
+    return record.levelno >= logging.WARNING
 
 
 def quiet_library_logs() -> None:
-    """Keeps orbax's per-save INFO chatter out of the progress log (warnings still show).
+    """Keeps orbax's per-save INFO chatter out of the progress log (warnings and errors still show,
+    one line each, without their tracebacks).
 
     Adding the same filter twice is a no-op, so every run may call this."""
     logging.getLogger("absl").addFilter(_not_orbax_info)

@@ -10,7 +10,6 @@ single-pass figures.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping
 
@@ -25,6 +24,7 @@ from tcdcn_jax.train import distributed
 from tcdcn_jax.eval.evaluate import averaged_summary, grid_summaries
 from tcdcn_jax.train import loop
 from tcdcn_jax.train import setup
+from tcdcn_jax.train import workdir as workdir_lib
 from tcdcn_jax.data import sources
 
 # Settings that shape the trunk's parameters or function: the fine-tune must use the pretrain's.
@@ -108,6 +108,5 @@ def finetune(config, workdir: str, splits: sources.Splits | None = None,
         logging.info("test NME single %.4f, averaged over %d translations %.4f",
                      summary["test"]["nme"], translations, avg["nme"])
     if distributed.is_primary():
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        workdir_lib.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary

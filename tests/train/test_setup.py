@@ -95,7 +95,7 @@ def test_finished_summary_keeps_a_finished_run_of_the_same_config_only(tmp_path)
     assert setup.finished_summary(other, str(tmp_path)) == {"steps": 8}
 
 
-def test_quiet_library_logs_drops_orbax_info_only_and_is_added_once():
+def test_quiet_library_logs_drops_orbax_info_and_tracebacks_only_and_is_added_once():
     absl_logger = logging.getLogger("absl")
     setup.quiet_library_logs()
     setup.quiet_library_logs()
@@ -107,3 +107,6 @@ def test_quiet_library_logs_drops_orbax_info_only_and_is_added_once():
     assert not absl_logger.filter(record(logging.INFO, "/x/orbax/checkpoint/manager.py"))
     assert absl_logger.filter(record(logging.WARNING, "/x/orbax/checkpoint/manager.py"))
     assert absl_logger.filter(record(logging.INFO, "/x/tcdcn_jax/train/loop.py"))
+    error = record(logging.ERROR, "/x/orbax/checkpoint/manager.py")
+    error.exc_info = (OSError, OSError(28, "No space left on device"), None)
+    assert absl_logger.filter(error) and error.exc_info is None  # one line, no traceback
