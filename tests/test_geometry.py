@@ -99,12 +99,14 @@ def test_a_window_of_the_photo_crops_exactly_like_the_whole_photo(box):
 
 def test_the_window_covers_every_sample_and_its_neighbour():
     rng = np.random.default_rng(2)
+    # Compiled once per margin: 200 calls op by op would dispatch thousands of small programs.
+    sample_points = jax.jit(geometry.sample_points, static_argnames=("size", "margin"))
     for _ in range(200):
         box = tuple(rng.uniform([-50, -50, 1, 1], [300, 300, 200, 200]))
         margin = int(rng.integers(0, 5))
         x0, y0, x1, y1 = geometry.window(box, 40, (320, 330), margin)
-        x, y = (np.asarray(v) for v in geometry.sample_points(jnp.asarray([box], jnp.float32), 40,
-                                                              margin=margin))
+        x, y = (np.asarray(v) for v in sample_points(jnp.asarray([box], jnp.float32), size=40,
+                                                     margin=margin))
         # Inside the photo, every sample's bilinear neighbours lie in the window.
         assert x0 == 0 or np.floor(x.min()) >= x0
         assert y0 == 0 or np.floor(y.min()) >= y0

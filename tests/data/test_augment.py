@@ -242,8 +242,9 @@ def test_flip_mirrors_the_pose_label():
     }
     cfg = augment.AugmentConfig(flip=True)
     perm = (1, 0, 2, 4, 3)
-    out = augment.prepare_batch(jax.random.PRNGKey(3), batch, 20, cfg, perm)
-    params = augment.sample_params(jax.random.PRNGKey(3), 64, cfg)
+    out = augment.prepare_batch_jit(jax.random.PRNGKey(3), batch, out_size=20, aug_cfg=cfg,
+                                    flip_perm=perm)
+    params = jax.jit(augment.sample_params, static_argnums=(1, 2))(jax.random.PRNGKey(3), 64, cfg)
     flipped = np.asarray(params.flip_B)
     assert 0 < flipped.sum() < 64
     expected = np.where(flipped, 4 - batch["pose"], batch["pose"])

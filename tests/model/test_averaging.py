@@ -9,13 +9,23 @@ from tcdcn_jax import geometry
 from tcdcn_jax.model import averaging
 from tcdcn_jax.model import networks
 from tcdcn_jax.data import augment
+from tests.support import random_params
 
 
 @pytest.fixture(scope="module")
 def report():
     model = networks.make_model(68, (), "report", "relu")
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 60, 60, 1)))["params"]
-    return model, params
+    # The rbg PRNG compiles init several times faster on CPU than threefry; flax's init (zero
+    # biases, fan-in scaled kernels) keeps outputs at the scale the tolerances below are set for.
+    init = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 60, 60, 1)))
+    return model, init["params"]
+
+
+def _averaged(model, params, image, box, offsets, mode="auto", microbatch=None):
+    """averaging.averaged_landmarks compiled as one program, as eval.evaluate runs it (op by op,
+    every layer of every call would compile on its own)."""
+    return jax.jit(lambda p, i, b: averaging.averaged_landmarks(model, p, i, b, offsets, mode,
+                                                                microbatch))(params, image, box)
 
 
 def _faces(n: int = 2, seed: int = 0):
@@ -41,8 +51,8 @@ def test_shared_equals_one_pass_per_window(report, step_px, radius):
     model, params = report
     image, box = _faces()
     offsets = averaging.grid_offsets(step_px, radius)
-    shared, per_shared = averaging.averaged_landmarks(model, params, image, box, offsets, "shared")
-    passes, per_passes = averaging.averaged_landmarks(model, params, image, box, offsets, "passes")
+    shared, per_shared = _averaged(model, params, image, box, offsets, "shared")
+    passes, per_passes = _averaged(model, params, image, box, offsets, "passes")
     assert per_shared.shape == (2, len(offsets), 68, 2)
     np.testing.assert_allclose(per_shared, per_passes, atol=2e-6)
     np.testing.assert_allclose(shared, passes, atol=2e-6)
@@ -60,10 +70,9 @@ def test_microbatches_change_nothing_including_a_padded_last_chunk(report):
     image, box = _faces(n=2)
     image, box = np.concatenate([image, image[::-1], image]), np.concatenate([box, box, box])
     offsets = averaging.grid_offsets(2, 2)
-    whole, per_whole = averaging.averaged_landmarks(model, params, image, box, offsets,
-                                                    microbatch=6)
-    chunked, per_chunked = averaging.averaged_landmarks(model, params, image, box, offsets,
-                                                        microbatch=4)  # 6 faces: 4 + 2 padded
+    whole, per_whole = _averaged(model, params, image, box, offsets, microbatch=6)
+    chunked, per_chunked = _averaged(model, params, image, box, offsets,
+                                     microbatch=4)  # 6 faces: 4 + 2 padded
     assert per_chunked.shape == (6, len(offsets), 68, 2)
     np.testing.assert_allclose(chunked, whole, atol=2e-6)
     np.testing.assert_allclose(per_chunked, per_whole, atol=2e-6)
@@ -85,7 +94,7 @@ def test_untranslated_window_is_the_single_pass(report):
     expected = model.apply({"params": params}, data["image"])["landmarks"]
     big = geometry.crop(jnp.asarray(image), jnp.asarray(box), 60, margin=4)
     np.testing.assert_allclose(big[:, 4:64, 4:64], data["image"], atol=1e-6)
-    single, _ = averaging.averaged_landmarks(model, params, image, box, np.zeros((1, 2), np.int32))
+    single, _ = _averaged(model, params, image, box, np.zeros((1, 2), np.int32))
     np.testing.assert_allclose(single, expected, atol=1e-5)
 
 
@@ -130,11 +139,11 @@ def test_averaged_toy_recovers_the_known_point_and_bookkeeping_matters():
 
 def test_eccv_trunk_falls_back_to_passes_and_refuses_sharing():
     model = networks.make_model(5, (), "eccv", "abs_tanh")
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 40, 40, 1)))["params"]
+    params = random_params(model)
     image, box = _faces()
     offsets = averaging.grid_offsets(2, 1, drop_corners=False)
-    mean, per = averaging.averaged_landmarks(model, params, image, box, offsets)  # auto
-    passes, _ = averaging.averaged_landmarks(model, params, image, box, offsets, "passes")
+    mean, per = _averaged(model, params, image, box, offsets)  # auto
+    passes, _ = _averaged(model, params, image, box, offsets, "passes")
     assert per.shape == (2, 9, 5, 2)
     np.testing.assert_allclose(mean, passes, atol=1e-6)
     with pytest.raises(ValueError, match="not translation-equivariant"):

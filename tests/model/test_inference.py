@@ -36,8 +36,10 @@ def random_model(trunk: str = "report", activation: str = "relu", aux=AUX, seed:
 
 
 def reference(model: networks.TCDCN, params, img_BxSxSx1: np.ndarray) -> dict[str, np.ndarray]:
-    """model.apply with softmax on the auxiliary heads: what every backend must give."""
-    out = model.apply({"params": params}, jnp.asarray(img_BxSxSx1))
+    """model.apply with softmax on the auxiliary heads: what every backend must give. Compiled as
+    one program with the params as arguments (op by op, every layer compiles on its own), so a
+    model and batch size seen before load from the session's compilation cache."""
+    out = jax.jit(model.apply)({"params": params}, jnp.asarray(img_BxSxSx1))
     return {k: np.asarray(v if k == "landmarks" else jax.nn.softmax(v, axis=-1))
             for k, v in out.items()}
 

@@ -81,7 +81,7 @@ def test_crops_equal_prepare_batch_including_edges(predictor):
     got = predictor.preprocess(grey, boxes)
     batch = {"image": np.repeat(grey[None], 3, 0), "box": boxes,
              "landmarks": np.zeros((3, 1, 2), np.float32)}
-    want = np.asarray(augment.prepare_batch(None, batch, 40)["image"])
+    want = np.asarray(augment.prepare_batch_jit(None, batch, out_size=40)["image"])
     assert got.shape == (3, 40, 40, 1)
     np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -120,7 +120,7 @@ def test_predict_maps_to_pixels_and_gives_probabilities(predictor, workdir):
     box = (12.5, 9.0, 50.0, 60.0)
     (face,) = predictor.predict(grey, [box])
     img = predictor.preprocess(grey, np.array([box]))
-    out = model.apply({"params": params}, jnp.asarray(img))
+    out = jax.jit(model.apply)({"params": params}, jnp.asarray(img))
     lm = np.asarray(out["landmarks"][0])
     np.testing.assert_allclose(face.landmarks[:, 0], 12.5 + lm[:, 0] * 50, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(face.landmarks[:, 1], 9.0 + lm[:, 1] * 60, rtol=1e-5, atol=1e-4)
@@ -184,7 +184,8 @@ def test_averaged_is_model_averagings_mean_on_every_backend():
     box = np.array([[14.0, 10.0, 60.0, 64.0]], np.float32)
     plain = Predictor.from_model(model, params, refine=0)
     (single,) = plain.predict(grey, box)
-    mean, _ = averaging.averaged_landmarks(model, params, grey[None], box, averaging.grid_offsets())
+    mean, _ = jax.jit(lambda p: averaging.averaged_landmarks(model, p, grey[None], box,
+                                                             averaging.grid_offsets()))(params)
     want = geometry.to_pixels(np.asarray(mean), box)[0]
     for backend in ("jax", "onnxruntime"):
         avg = Predictor.from_model(model, params, backend=backend, refine=0, averaged=True)
