@@ -23,6 +23,8 @@ from tcdcn_jax.data.pipeline import BatchIterator
 
 _CONFIG = config_flags.DEFINE_config_file("config", "tcdcn_jax/configs/pretrain.py", "Config.")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Time budget of each timed loop.")
+_TRAIN_FACES = flags.DEFINE_integer("train_faces", 2048, "Synthetic training faces rendered (at "
+                                    "least 4 batches); the timed steps cycle through them.")
 
 
 def sgemm_gflops(n: int = 1024, repeats: int = 5) -> float:
@@ -51,7 +53,7 @@ def _loop(fn, seconds: float) -> tuple[int, float]:
 def main(argv):
     del argv
     c = _CONFIG.value
-    c.num_train, c.num_val, c.num_test = max(4 * c.batch_size, 2048), 64, 64
+    c.num_train, c.num_val, c.num_test = max(4 * c.batch_size, _TRAIN_FACES.value), 64, 64
     splits = sources.load(c)
     model, step_cfg, state = setup.build(c, splits)
     runner = steps_lib.Steps(step_cfg, steps_lib.make_mesh())

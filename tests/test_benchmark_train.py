@@ -12,7 +12,8 @@ from tests.support import REPO, tiny_flags
 def test_benchmark_train_prints_consistent_figures(subprocess_env):
     out = subprocess.run(
         # The tiny config: the train step other tests compiled is in the session's cache.
-        [sys.executable, "-m", "experiments.benchmark_train", "--seconds=0.3", *tiny_flags()],
+        [sys.executable, "-m", "experiments.benchmark_train", "--seconds=0.3", "--train_faces=64",
+         *tiny_flags()],
         env=subprocess_env, cwd=REPO, check=True, capture_output=True, text=True)
     f = json.loads(out.stdout.strip().splitlines()[-1])
     assert (f["devices"], f["trunk"], f["batch_size"]) == ("1 x cpu", "eccv", 16)
