@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import logging as std_logging
 import sys
+import threading
 import traceback
 from typing import Any, Callable, NamedTuple
 
@@ -68,6 +70,8 @@ def run_training(argv, holders: TrainingFlags, train: Callable[[], Any]) -> Any:
         _exit_usage(ValueError(f"unexpected arguments: {argv[1:]}"))
     logging.set_verbosity(logging.INFO)
     setup.quiet_library_logs()
+    if not holders.verbose.value:
+        _background_errors_in_one_line()
 
     def locked_train():
         distributed.initialize_from_flags()
@@ -119,6 +123,27 @@ def parse_flags(argv):
         _no_such_field(e, "the config file")
     except OSError as e:  # --config names a file that does not load
         _exit_usage(e)
+
+
+def _background_errors_in_one_line() -> None:
+    """An error in a library's background thread or event loop (orbax's writers, when a save meets
+    a full disk) is one warning line, not a traceback above the run's own error line."""
+
+    def thread_error(args):
+        name = args.thread.name if args.thread is not None else "a thread"
+        print(f"warning: in {name}: {args.exc_type.__name__}: {_one_line(args.exc_value)}",
+              file=sys.stderr)
+
+    def unraisable(u):
+        print(f"warning: ignored {u.exc_type.__name__}: {_one_line(u.exc_value)}", file=sys.stderr)
+
+    def no_traceback(record: std_logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+    threading.excepthook = thread_error
+    sys.unraisablehook = unraisable
+    std_logging.getLogger("asyncio").addFilter(no_traceback)
 
 
 def _one_line(error: BaseException) -> str:

@@ -26,7 +26,9 @@ def create(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, i
            aux_tasks: Sequence[str], strip_length: int) -> TrainState:
     """Initialises params from `rng` and returns the state; the remaining key drives augmentation."""
     init_rng, state_rng = jax.random.split(rng)
-    params = model.init(init_rng, jnp.zeros((1, input_size, input_size, 1), jnp.float32))["params"]
+    # One compiled program, not one per op (the same values, bit for bit; much less to compile).
+    params = jax.jit(model.init)(init_rng,
+                                 jnp.zeros((1, input_size, input_size, 1), jnp.float32))["params"]
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
                              task_stop=early_stopping.init(len(aux_tasks), strip_length),
                              rng=state_rng)
