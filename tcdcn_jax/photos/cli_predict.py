@@ -11,9 +11,12 @@ and `tcdcn --version` load nothing heavy; the Predictor (and jax) load when a ru
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 from tcdcn_jax.photos.inputs import EXIT_INPUT, STDIN, InputError, Item, one_line, parse_box
 
@@ -191,12 +194,33 @@ def make_writer(fmt: str, stream, out: str | None, predictor, run_info: dict[str
     return outputs.PtsWriter(out)
 
 
+@contextlib.contextmanager
+def _sigint_between_images() -> Iterator[threading.Event]:
+    """Ctrl-C sets an event that the loop reads between images, instead of raising inside a
+    network call or a lock the worker threads wait on; a second Ctrl-C raises at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handle(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    old = signal.signal(signal.SIGINT, handle)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def predict_items(predictor, items: list[Item], writer, table=None, boxes=None,
                   draw: str | None = None, reporter: Reporter | None = None) -> int:
     """`tcdcn predict`'s loop over Predictor.stream: each image's result written as it comes (and
     its overlay drawn into `draw`), errors and 'no face' said on stderr; returns the number of
-    errors. Boxes from `boxes` (for every item), else the box `table`'s, else the detector's."""
-    from tcdcn_jax.images import load_image
+    errors. Boxes from `boxes` (for every item), else the box `table`'s, else the detector's.
+    Ctrl-C stops it after the image being written (KeyboardInterrupt; the lines so far are kept)."""
     from tcdcn_jax.photos import outputs
 
     reporter = reporter or Reporter()
@@ -204,23 +228,34 @@ def predict_items(predictor, items: list[Item], writer, table=None, boxes=None,
     overlays = outputs.OutputNames(draw) if draw else None
     reporter.start(len(work.items))
     faces_total = 0
-    for item, given, (key, result) in zip(work.items, work.boxes_of, predictor.stream(work)):
-        extra: dict[str, Any] = {} if given is None else {"detector": None}
-        if isinstance(result, BaseException):  # its message names the image
-            message = one_line(result)
-            reporter.error(message)
-            writer.write(item, None, error=message, extra=extra)
-        else:
-            faces = [face.to_json() for face in result]
-            if not faces:
-                reporter.note(f"{key}: {outputs.NO_FACE}")
-            if overlays is not None:
-                rgb = load_image(work.image(item), name=key)
-                extra["drawn"] = outputs.save_overlay(rgb, faces, overlays.take(item.stem) + ".png")
-            writer.write(item, faces, extra=extra)
-            faces_total += len(faces)
-        reporter.step(faces_total)
+    with _sigint_between_images() as stop, contextlib.closing(predictor.stream(work)) as results:
+        for item, given, (key, result) in zip(work.items, work.boxes_of, results):
+            _write_one(item, given, key, result, writer, reporter, overlays, work)
+            faces_total += 0 if isinstance(result, BaseException) else len(result)
+            reporter.step(faces_total)
+            if stop.is_set():  # every line so far is written; the stream's workers are let go
+                raise KeyboardInterrupt
     return reporter.errors
+
+
+def _write_one(item, given, key, result, writer, reporter, overlays, work) -> None:
+    """One image's line (and overlay), or its error line."""
+    from tcdcn_jax.images import load_image
+    from tcdcn_jax.photos import outputs
+
+    extra: dict[str, Any] = {} if given is None else {"detector": None}
+    if isinstance(result, BaseException):  # its message names the image
+        message = one_line(result)
+        reporter.error(message)
+        writer.write(item, None, error=message, extra=extra)
+        return
+    faces = [face.to_json() for face in result]
+    if not faces:
+        reporter.note(f"{key}: {outputs.NO_FACE}")
+    if overlays is not None:
+        rgb = load_image(work.image(item), name=key)
+        extra["drawn"] = outputs.save_overlay(rgb, faces, overlays.take(item.stem) + ".png")
+    writer.write(item, faces, extra=extra)
 
 
 def cmd_predict(args) -> int:

@@ -364,8 +364,10 @@ class Predictor:
         `workers` threads decode the next images, find their faces and crop them while the network
         runs on the images before them (JAX, ONNX Runtime, OpenVINO, Pillow's decoder and
         libfacedetection's C entry point release the GIL while they compute); the images ready at
-        that moment (at most max_images, batch_size faces) go through the network together. An item whose image or boxes are bad yields (key, error): a
-        FileNotFoundError or ValueError whose one-line message names the key; the stream goes on.
+        that moment (at most max_images, batch_size faces) go through the network together. An
+        item whose image or boxes are bad yields (key, error): a FileNotFoundError or ValueError
+        whose one-line message names the key; the stream goes on. Closed early, it drops the
+        images not yet started.
         """
         items = iter(items)
         with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
@@ -380,23 +382,27 @@ class Predictor:
                     pending.append((key, pool.submit(self._job, image, boxes)))
 
             refill()
-            while pending:
-                group: list[tuple[Any, _Job | Exception]] = []
-                faces = 0
-                while pending and (not group or pending[0][1].done()) and \
-                        len(group) < max_images and faces < self.options.batch_size:
-                    key, future = pending.popleft()
-                    try:
-                        job = future.result()
-                        faces += len(job.boxes_Nx4)
-                    except (FileNotFoundError, ValueError) as err:
-                        job = _named(err, key)
-                    group.append((key, job))
-                refill()  # the workers go on while the network runs
-                jobs = [j for _, j in group if isinstance(j, _Job)]
-                done = iter(self._finish(jobs) if jobs else [])
-                for key, job in group:
-                    yield key, (job if isinstance(job, Exception) else next(done))
+            try:
+                while pending:
+                    group: list[tuple[Any, _Job | Exception]] = []
+                    faces = 0
+                    while pending and (not group or pending[0][1].done()) and \
+                            len(group) < max_images and faces < self.options.batch_size:
+                        key, future = pending.popleft()
+                        try:
+                            job = future.result()
+                            faces += len(job.boxes_Nx4)
+                        except (FileNotFoundError, ValueError) as err:
+                            job = _named(err, key)
+                        group.append((key, job))
+                    refill()  # the workers go on while the network runs
+                    jobs = [j for _, j in group if isinstance(j, _Job)]
+                    done = iter(self._finish(jobs) if jobs else [])
+                    for key, job in group:
+                        yield key, (job if isinstance(job, Exception) else next(done))
+            finally:  # closed early (Ctrl-C, a crash): the images not started are not read
+                for _, future in pending:
+                    future.cancel()
 
 
 def _named(err: Exception, key: Any) -> Exception:
