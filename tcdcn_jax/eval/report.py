@@ -40,9 +40,8 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, split: str = "tes
                      data_dir: str | None = None, out_dir: str | None = None, num_faces: int = 24,
                      batch_size: int | None = None, sheet_seed: int = 0) -> dict[str, Any]:
     """Evaluates workdir's latest checkpoint on one split; returns the eval.json content."""
-    model, params, config = checkpoints.load_model(workdir)
-    # The step of the checkpoint load_model read: the newest that verifies, not the newest folder.
-    step = int(os.path.basename(checkpoints.latest_step_path(checkpoints.manager(workdir))))
+    # The step of the checkpoint read: the newest that verifies, not the newest folder.
+    step, model, params, config = checkpoints.load_model_and_step(workdir)
     if dataset:
         config.dataset = dataset
     if data_dir is not None:

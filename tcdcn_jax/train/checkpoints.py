@@ -230,10 +230,15 @@ def load_params(workdir: str) -> tuple[int, dict[str, Any]]:
 def load_model(workdir: str):
     """(model, params, config) of a workdir's newest good checkpoint, the model rebuilt from the
     config saved with it (else workdir/config.json) and its params (see model.build.from_params)."""
-    _, step_dir, params = _load(workdir)
+    return load_model_and_step(workdir)[1:]
+
+
+def load_model_and_step(workdir: str):
+    """(step, model, params, config): load_model and the step of the checkpoint it read."""
+    step, step_dir, params = _load(workdir)
     path = os.path.join(step_dir, CONFIG_FILE)
     config = _read_json_config(path) if os.path.exists(path) else read_config(workdir)
-    return build.from_params(config, params, f"in {workdir!r}"), params, config
+    return step, build.from_params(config, params, f"in {workdir!r}"), params, config
 
 
 def checkpoint_config(workdir: str) -> ml_collections.ConfigDict | None:

@@ -185,6 +185,13 @@ def test_command_line_errors_are_one_line_exit_2(flag, line, tmp_path, subproces
         assert "Traceback" in verbose.stderr
 
 
+def _train_exit_and_lines(workdir, splits, capsys) -> tuple[int, list[str]]:
+    """(exit code, stderr lines) of a tiny in-process run through the mains' one-line errors."""
+    with pytest.raises(SystemExit) as exit_:
+        common.one_line_errors(lambda: loop.train_and_evaluate(tiny_config(), str(workdir), splits))
+    return exit_.value.code, capsys.readouterr().err.splitlines()
+
+
 def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -192,13 +199,9 @@ def _disk_full(*args, **kwargs):
 def test_a_full_disk_at_start_says_so_with_the_path_and_leaves_no_empty_config(
         tmp_path, splits5, monkeypatch, capsys):
     monkeypatch.setattr(os, "fsync", _disk_full)  # the config.json write is the first to fsync
-    with pytest.raises(SystemExit) as exit_:
-        common.one_line_errors(lambda: loop.train_and_evaluate(tiny_config(), str(tmp_path),
-                                                               splits5))
-    assert exit_.value.code == 1
-    assert capsys.readouterr().err.splitlines() == [
+    assert _train_exit_and_lines(tmp_path, splits5, capsys) == (1, [
         f"error: disk full writing {tmp_path / 'config.json'} (No space left on device); free "
-        "some space and run the same command to resume"]
+        "some space and run the same command to resume"])
     assert sorted(os.listdir(tmp_path)) == [".lock"]  # neither config.json nor its temporary file
 
 
@@ -214,13 +217,9 @@ def test_a_full_disk_inside_a_checkpoint_save_is_one_line_naming_the_folder(
                 raise RuntimeError("async save failed") from wrapped
 
     monkeypatch.setattr(checkpoints, "save", save)
-    with pytest.raises(SystemExit) as exit_:
-        common.one_line_errors(lambda: loop.train_and_evaluate(tiny_config(), str(tmp_path),
-                                                               splits5))
-    assert exit_.value.code == 1
-    assert capsys.readouterr().err.splitlines() == [
+    assert _train_exit_and_lines(tmp_path, splits5, capsys) == (1, [
         f"error: disk full writing {tmp_path / 'checkpoints'} (No space left on device); free "
-        "some space and run the same command to resume"]
+        "some space and run the same command to resume"])
 
 
 # A real full disk: a 200 MB tmpfs in a private mount namespace (room for the preflight's three
